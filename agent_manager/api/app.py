@@ -1,0 +1,120 @@
+"""The application factory: ``create_app(settings)``.
+
+The engine, the AgentManager and the lease reaper are built in the lifespan, so a
+test can make as many apps as it likes, each on its own database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from agent_manager import __version__
+from agent_manager.api import errors
+from agent_manager.api.limits import BodySizeLimit
+from agent_manager.api.routes import health, tasks, work
+from agent_manager.config import Settings
+from agent_manager.core import auth
+from agent_manager.core.manager import AgentManager
+from agent_manager.db import migrate
+from agent_manager.db.engine import Database
+from agent_manager.errors import AgentManagerError
+from agent_manager.retry import RetryPolicy
+
+log = logging.getLogger("agent_manager")
+
+
+async def prepare_database(db: Database, settings: Settings) -> None:
+    """Migrate SQLite (or any database when AM_AUTO_MIGRATE is on); else check the revision."""
+    if settings.auto_migrate if settings.auto_migrate is not None else db.dialect == "sqlite":
+        await migrate.upgrade(db.engine)
+        return
+    current = await migrate.current_revision(db.engine)
+    if current != migrate.head_revision():
+        raise AgentManagerError(
+            f"the database schema is at {current or 'nothing'}, this server needs "
+            f"{migrate.head_revision()}: run 'am db upgrade' (or set AM_AUTO_MIGRATE=true)"
+        )
+
+
+async def bootstrap_admin_token(db: Database, settings: Settings) -> None:
+    """Make sure someone can log in: take AM_ADMIN_TOKEN, or print a new one once."""
+    async with db.transaction() as session:
+        if settings.admin_token is not None:
+            secret = settings.admin_token.get_secret_value()
+            tokens = auth.TokenVerifier(ttl=0)
+            try:
+                await tokens.verify(db.sessions, secret)
+            except AgentManagerError:
+                await auth.create_token(
+                    session, name="admin (AM_ADMIN_TOKEN)", scopes=["admin"], secret=secret
+                )
+            return
+        if await auth.count_active_tokens(session) == 0:
+            _, secret = await auth.create_token(session, name="admin (bootstrap)", scopes=["admin"])
+            print(
+                "\nAgentManager: no API tokens existed, so an admin token was created.\n"
+                f"  {secret}\n"
+                "It is shown only this once. Create narrower tokens with "
+                "'am token create --scope …'.\n",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+async def _reap_forever(manager: AgentManager, interval: float) -> None:
+    while True:
+        try:
+            while await manager.reap_expired_leases() > 0:
+                pass
+        except Exception:  # the database may be down; try again next tick
+            log.warning("lease reaper failed; retrying", exc_info=True)
+        await asyncio.sleep(interval)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database.from_url(settings.database_url, pool_size=settings.db_pool_size)
+        await prepare_database(db, settings)
+        await bootstrap_admin_token(db, settings)
+        manager = AgentManager(
+            db,
+            lease_seconds=settings.lease_seconds,
+            retry_policy=RetryPolicy(
+                base=settings.retry_base_seconds, maximum=settings.retry_max_seconds
+            ),
+            workspace=settings.workspace,
+        )
+        app.state.manager = manager
+        app.state.tokens = auth.TokenVerifier()
+        reaper = asyncio.create_task(_reap_forever(manager, settings.reaper_interval))
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+            await db.dispose()
+
+    app = FastAPI(
+        title="AgentManager",
+        version=__version__,
+        description="Coordination server for multi-agent LLM work.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(work.router)  # before tasks: /v1/tasks/ready is not a task id
+    app.include_router(tasks.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    return app

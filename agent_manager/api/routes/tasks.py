@@ -1,0 +1,75 @@
+"""Submitting, reading, listing and cancelling tasks."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+
+from agent_manager.api.deps import ManagerDep, Reader, SessionDep, Submitter
+from agent_manager.core import views
+from agent_manager.models import TaskStatus
+from agent_manager.schemas import EventPublic, TaskCreate, TaskCreated, TaskPage, TaskPublic
+
+router = APIRouter(prefix="/v1", tags=["tasks"])
+
+
+@router.post("/tasks", response_model=TaskCreated, status_code=201)
+@router.post("/submit_task", response_model=TaskCreated, status_code=201, include_in_schema=False)
+async def submit_task(
+    body: TaskCreate,
+    manager: ManagerDep,
+    principal: Submitter,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> TaskCreated:
+    """Submit a goal, with or without an explicit plan; returns at once."""
+    created = await manager.plan_and_save_task(
+        request=body, created_by=principal.token_id, idempotency_key=idempotency_key
+    )
+    if not created.created:
+        response.status_code = 200
+    response.headers["Location"] = f"/v1/tasks/{created.id}"
+    return created
+
+
+@router.get("/tasks", response_model=TaskPage)
+async def list_tasks(
+    session: SessionDep,
+    _: Reader,
+    status: Annotated[list[TaskStatus] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> TaskPage:
+    """List tasks, newest first; filter by status, page with ``cursor``."""
+    return await views.list_tasks(session, status=status, limit=limit, cursor=cursor)
+
+
+@router.get("/tasks/{task_id}", response_model=TaskPublic)
+async def get_task(
+    task_id: str, session: SessionDep, _: Reader, history: bool = False
+) -> TaskPublic:
+    """The task with its steps, latest results (every attempt with ?history=true), audits."""
+    return await views.get_task(session, task_id=task_id, history=history)
+
+
+@router.post("/tasks/{task_id}/cancel", response_model=TaskPublic)
+async def cancel_task(
+    task_id: str, manager: ManagerDep, session: SessionDep, _: Submitter
+) -> TaskPublic:
+    """Cancel a task; its workers learn it on their next heartbeat."""
+    await manager.cancel_task(task_id=task_id)
+    return await views.get_task(session, task_id=task_id)
+
+
+@router.get("/tasks/{task_id}/events", response_model=list[EventPublic])
+async def list_events(
+    task_id: str,
+    session: SessionDep,
+    _: Reader,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> list[EventPublic]:
+    """A task's events after event id ``after``, oldest first."""
+    await views.get_task_row(session, task_id=task_id)
+    return await views.list_events(session, task_id=task_id, after=after, limit=limit)

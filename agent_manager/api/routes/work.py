@@ -1,0 +1,104 @@
+"""What workers call: claim (long-poll), heartbeat, report."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from agent_manager.api.deps import ManagerDep, SettingsDep, Worker
+from agent_manager.core.auth import Principal
+from agent_manager.errors import InvalidRequest
+from agent_manager.schemas import ClaimPublic, HeartbeatIn, HeartbeatOut, ResultAck, ResultCreate
+
+router = APIRouter(prefix="/v1", tags=["work"])
+
+AgentId = Annotated[
+    str,
+    Query(min_length=1, max_length=128, pattern=r"^[\w.:@-]+$", description="this worker's id"),
+]
+Roles = Annotated[
+    list[str] | None,
+    Query(description="role(s) to claim; repeat or comma-separate. Default: the token's roles"),
+]
+Wait = Annotated[float, Query(ge=0, description="seconds to long-poll for a step")]
+
+
+def _roles(asked: list[str] | None, principal: Principal) -> tuple[str, ...]:
+    roles = tuple(dict.fromkeys(r.strip() for a in asked or [] for r in a.split(",")))
+    if any(not r for r in roles):
+        raise InvalidRequest("role: a role name is empty")
+    if not roles:
+        if principal.roles:
+            return tuple(sorted(principal.roles))
+        raise InvalidRequest("role: give at least one role to claim (?role=analyst)")
+    principal.require_roles(roles)
+    return roles
+
+
+async def _claim(
+    manager: ManagerDep,
+    settings: SettingsDep,
+    principal: Principal,
+    agent_id: str,
+    roles: tuple[str, ...],
+    wait: float,
+) -> ClaimPublic | Response:
+    if wait > settings.max_claim_wait:
+        raise InvalidRequest(f"wait: at most {settings.max_claim_wait:g} seconds")
+    claim = await manager.claim_waiting(
+        agent_id=agent_id, roles=roles, wait=wait, token_id=principal.token_id
+    )
+    return claim if claim is not None else Response(status_code=204)
+
+
+@router.get(
+    "/tasks/ready",
+    response_model=ClaimPublic,
+    responses={204: {"description": "nothing ready within the wait"}},
+)
+async def claim_ready_step(
+    manager: ManagerDep,
+    settings: SettingsDep,
+    principal: Worker,
+    agent_id: AgentId,
+    role: Roles = None,
+    wait: Wait = 0.0,
+) -> ClaimPublic | Response:
+    """Atomically claim the oldest ready step of the given role(s); 204 if none."""
+    return await _claim(manager, settings, principal, agent_id, _roles(role, principal), wait)
+
+
+@router.get("/tasks/{role_path}/ready", response_model=ClaimPublic, include_in_schema=False)
+async def claim_ready_step_by_path(
+    role_path: str,
+    manager: ManagerDep,
+    settings: SettingsDep,
+    principal: Worker,
+    agent_id: AgentId,
+    role: Roles = None,
+    wait: Wait = 0.0,
+) -> ClaimPublic | Response:
+    """The seed's alias: the role in the path."""
+    roles = _roles([role_path, *(role or [])], principal)
+    return await _claim(manager, settings, principal, agent_id, roles, wait)
+
+
+@router.post("/steps/{step_id}/heartbeat", response_model=HeartbeatOut)
+async def heartbeat(
+    step_id: str, body: HeartbeatIn, manager: ManagerDep, _: Worker
+) -> HeartbeatOut:
+    """Extend the lease of a claimed step; says whether its task was cancelled."""
+    return await manager.heartbeat(
+        task_id=body.task_id,
+        step_id=step_id,
+        claim_token=body.claim_token,
+        agent_id=body.agent_id,
+    )
+
+
+@router.post("/results", response_model=ResultAck)
+@router.post("/report_result", response_model=ResultAck, include_in_schema=False)
+async def report_result(body: ResultCreate, manager: ManagerDep, _: Worker) -> ResultAck:
+    """Report a claimed step's result. Repeating the same report is safe."""
+    return await manager.report_result(body)

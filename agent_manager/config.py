@@ -1,0 +1,62 @@
+"""Settings, read once at the edge (CLI and app factory) from ``AM_*`` variables and ``.env``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./agent_manager.db"
+
+
+class Settings(BaseSettings):
+    """Everything configurable about the server. Every field maps to ``AM_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AM_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    database_url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///file.db or "
+        "postgresql+asyncpg://user@host/db",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8001, ge=1, le=65535)
+    lease_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    max_claim_wait: float = Field(default=60.0, ge=0, le=600, description="cap on ?wait=")
+    reaper_interval: float = Field(default=1.0, gt=0, le=60)
+    retry_base_seconds: float = Field(
+        default=1.0, ge=0, description="first backoff of a retryable step failure"
+    )
+    retry_max_seconds: float = Field(default=60.0, ge=0)
+    admin_token: SecretStr | None = Field(
+        default=None, description="bootstrap admin token; generated and printed once if unset"
+    )
+    workspace: Path = Path("./workspace")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    auto_migrate: bool | None = Field(
+        default=None, description="upgrade the schema on start; default: on for SQLite only"
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_driver(cls, v: str) -> str:
+        # Accept the common sync spellings and map them to the async drivers we ship.
+        if v.startswith("sqlite:///"):
+            v = "sqlite+aiosqlite:///" + v.removeprefix("sqlite:///")
+        elif v.startswith(("postgres://", "postgresql://")):
+            v = "postgresql+asyncpg://" + v.split("://", 1)[1]
+        if not v.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "AM_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
+            )
+        return v
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,491 @@
+"""The AgentManager: submitting, claiming, heartbeats, results, retries, cancellation.
+
+Every public method is one database transaction. Roles whose steps became ready are
+collected during the transaction and their waiting claimers woken only after the
+commit, so a woken claimer always finds the step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agent_manager.core import cycle
+from agent_manager.core.events import EventBuffer
+from agent_manager.core.notify import Notifier
+from agent_manager.core.plan import validate_plan
+from agent_manager.core.views import claim_context, latest_outputs
+from agent_manager.db import queries
+from agent_manager.db.engine import Database
+from agent_manager.db.tables import ResultORM, TaskGraphORM, TaskStepORM, utcnow
+from agent_manager.errors import Conflict, NotFound, StaleClaim
+from agent_manager.models import StepStatus, TaskStatus
+from agent_manager.retry import RetryPolicy
+from agent_manager.schemas import (
+    ClaimedStep,
+    ClaimPublic,
+    HeartbeatOut,
+    ResultAck,
+    ResultCreate,
+    TaskCreate,
+    TaskCreated,
+)
+
+log = logging.getLogger(__name__)
+
+PLAN_STEP_ID = "_plan"
+
+
+class AgentManager:
+    """The core of the server, independent of HTTP."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        notifier: Notifier | None = None,
+        lease_seconds: float = 60.0,
+        retry_policy: RetryPolicy | None = None,
+        workspace: Path | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.db = db
+        self.notifier = notifier or Notifier()
+        self.lease_seconds = lease_seconds
+        self.retry_policy = retry_policy or RetryPolicy(base=1.0, maximum=60.0)
+        self.workspace = workspace
+        self.clock = clock
+        self._agents_seen: dict[str, float] = {}
+
+    # -- submitting -------------------------------------------------------------
+
+    async def plan_and_save_task(
+        self,
+        *,
+        request: TaskCreate,
+        created_by: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> TaskCreated:
+        """Validate and persist a task; mark its first steps ready.
+
+        With explicit ``steps`` the plan is checked here (a bad plan raises
+        :class:`InvalidPlan` and nothing is written). Without, a ``planner`` step is
+        queued and the task starts in ``planning``.
+        """
+        checked = validate_plan(request.steps, workspace=self.workspace) if request.steps else None
+        if idempotency_key:
+            existing = await self._find_idempotent(created_by, idempotency_key)
+            if existing:
+                return existing
+
+        now = self.clock()
+        options = request.options.model_dump()
+        planned = checked is None
+        options["audit"] = planned if options["audit"] is None else options["audit"]
+        options["synthesize"] = planned if options["synthesize"] is None else options["synthesize"]
+        options["lease_seconds"] = options["lease_seconds"] or self.lease_seconds
+        task = TaskGraphORM(
+            id=str(uuid.uuid4()),
+            goal=request.goal,
+            status=TaskStatus.PLANNING if planned else TaskStatus.RUNNING,
+            rework_round=0,
+            options=options,
+            steps_remaining=0,
+            metadata_=request.metadata,
+            created_by=created_by,
+            idempotency_key=idempotency_key,
+            created_at=now,
+            updated_at=now,
+        )
+        events = EventBuffer(now)
+        events.add(task.id, "task.created", status=task.status, goal=task.goal)
+        woken: list[str] = []
+        try:
+            async with self.db.transaction() as session:
+                session.add(task)
+                await session.flush()
+                if checked is None:
+                    await cycle.add_system_step(
+                        session,
+                        task=task,
+                        step_id=PLAN_STEP_ID,
+                        role="planner",
+                        instruction="Plan the goal into steps.",
+                        now=now,
+                        events=events,
+                    )
+                    woken.append("planner")
+                else:
+                    woken += await cycle.insert_plan(
+                        session, task=task, plan=checked, now=now, events=events
+                    )
+                await events.flush(session)
+        except IntegrityError:
+            # A concurrent request with the same Idempotency-Key won the insert.
+            if idempotency_key:
+                existing = await self._find_idempotent(created_by, idempotency_key)
+                if existing:
+                    return existing
+            raise
+        self.wake(woken)
+        return TaskCreated(id=task.id, status=TaskStatus(task.status), created=True)
+
+    async def _find_idempotent(self, created_by: str | None, key: str) -> TaskCreated | None:
+        async with self.db.sessions() as session:
+            row = await session.scalar(
+                select(TaskGraphORM).where(
+                    TaskGraphORM.idempotency_key == key, TaskGraphORM.created_by == created_by
+                )
+            )
+        if row is None:
+            return None
+        return TaskCreated(id=row.id, status=TaskStatus(row.status), created=False)
+
+    # -- claiming ---------------------------------------------------------------
+
+    async def claim(
+        self, *, agent_id: str, roles: tuple[str, ...], token_id: str | None = None
+    ) -> ClaimPublic | None:
+        """Atomically claim the best ready step of ``roles``, or None."""
+        now = self.clock()
+        token = secrets.token_urlsafe(24)
+        async with self.db.transaction() as session:
+            await self._touch_agent(session, agent_id, roles, token_id, now)
+            step = await queries.claim_next_step(
+                session, roles=roles, agent_id=agent_id, claim_token=token, now=now
+            )
+            if step is None:
+                return None
+            task = await session.get(TaskGraphORM, step.task_id)
+            assert task is not None
+            context = await claim_context(session, task=task, step=step)
+            events = EventBuffer(now)
+            events.add(
+                step.task_id,
+                "step.claimed",
+                step.id,
+                agent_id=agent_id,
+                attempt=step.attempt,
+                role=step.role,
+            )
+            await events.flush(session)
+        assert step.lease_expires_at is not None
+        return ClaimPublic(
+            task_id=step.task_id,
+            step=ClaimedStep(
+                id=step.id,
+                role=step.role,
+                instruction=step.instruction,
+                depends_on=list(step.depends_on),
+                files=step.files,
+                attempt=step.attempt,
+                max_attempts=step.max_attempts,
+            ),
+            goal=task.goal,
+            claim_token=token,
+            lease_expires_at=step.lease_expires_at,
+            lease_seconds=step.lease_seconds,
+            context=context,
+        )
+
+    async def claim_waiting(
+        self, *, agent_id: str, roles: tuple[str, ...], wait: float, token_id: str | None = None
+    ) -> ClaimPublic | None:
+        """Claim, long-polling up to ``wait`` seconds for a step of ``roles``.
+
+        The waiter subscribes before each attempt, so no wake-up can fall between an
+        empty claim and the wait. Steps backing off before a retry have no one to
+        announce them, so the wait is also cut short when the next one falls due.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        waiter = self.notifier.subscribe(roles)
+        claim = None
+        try:
+            while True:
+                claim = await self.claim(agent_id=agent_id, roles=roles, token_id=token_id)
+                remaining = deadline - loop.time()
+                if claim is not None or remaining <= 0:
+                    return claim
+                async with self.db.sessions() as session:
+                    due = await queries.next_ready_time(session, roles=roles, now=self.clock())
+                if due is not None:
+                    remaining = min(remaining, (due - self.clock()).total_seconds() + 0.005)
+                await waiter.wait(remaining)
+        finally:
+            waiter.close(claimed=claim is not None)
+
+    async def _touch_agent(
+        self,
+        session: AsyncSession,
+        agent_id: str,
+        roles: Iterable[str],
+        token_id: str | None,
+        now: datetime,
+    ) -> None:
+        # One write per worker every few seconds, not one per claim.
+        last = self._agents_seen.get(agent_id, 0.0)
+        if now.timestamp() - last < 5.0:
+            return
+        self._agents_seen[agent_id] = now.timestamp()
+        await queries.touch_agent(
+            session, agent_id=agent_id, roles=sorted(roles), token_id=token_id, now=now
+        )
+
+    # -- heartbeats and results -------------------------------------------------
+
+    async def heartbeat(
+        self, *, task_id: str, step_id: str, claim_token: str, agent_id: str | None = None
+    ) -> HeartbeatOut:
+        """Extend a claim's lease; tell the worker when its task was cancelled."""
+        now = self.clock()
+        async with self.db.transaction() as session:
+            step = await queries.lock_step(session, task_id=task_id, step_id=step_id)
+            if step is None:
+                raise NotFound(f"task '{task_id}' has no step '{step_id}'")
+            if step.claim_token != claim_token:
+                raise StaleClaim(_stale_reason(step))
+            if step.status == StepStatus.CANCELLED:
+                return HeartbeatOut(lease_expires_at=None, cancelled=True)
+            if step.status != StepStatus.CLAIMED:
+                raise StaleClaim(_stale_reason(step))
+            step.lease_expires_at = now + timedelta(seconds=step.lease_seconds)
+            if agent_id:
+                await self._touch_agent(session, agent_id, [step.role], None, now)
+            return HeartbeatOut(lease_expires_at=step.lease_expires_at, cancelled=False)
+
+    async def report_result(self, report: ResultCreate) -> ResultAck:
+        """Record one attempt's result and move the task on.
+
+        Fenced by the claim token: only the current claim may report, once. The same
+        report sent again gets the stored answer; any other stale report a 409.
+        """
+        now = self.clock()
+        events = EventBuffer(now)
+        woken: list[str] = []
+        async with self.db.transaction() as session:
+            step = await queries.lock_step(session, task_id=report.task_id, step_id=report.step_id)
+            if step is None:
+                raise NotFound(f"task '{report.task_id}' has no step '{report.step_id}'")
+            if step.claim_token != report.claim_token or step.status != StepStatus.CLAIMED:
+                earlier = await session.scalar(
+                    select(ResultORM).where(ResultORM.claim_token == report.claim_token)
+                )
+                if earlier is not None and earlier.step_id == step.id:
+                    return _ack(earlier)
+                if step.claim_token == report.claim_token and step.status == StepStatus.CANCELLED:
+                    raise Conflict(f"task '{step.task_id}' was cancelled; the result is not needed")
+                raise StaleClaim(_stale_reason(step))
+            if report.agent_id and step.agent_id and report.agent_id != step.agent_id:
+                raise StaleClaim(
+                    f"step '{step.id}' is claimed by agent '{step.agent_id}', "
+                    f"not '{report.agent_id}'"
+                )
+            task = await queries.lock_task(session, task_id=step.task_id)
+            assert task is not None
+            outcome = _outcome(step, report)
+            result = ResultORM(
+                task_id=step.task_id,
+                step_id=step.id,
+                attempt=step.attempt,
+                rework_round=task.rework_round,
+                claim_token=report.claim_token,
+                agent_id=report.agent_id or step.agent_id,
+                status=report.status,
+                output=report.output,
+                ra_history=[ta.model_dump(mode="json") for ta in report.ra_history],
+                prompt_tokens=report.usage.prompt_tokens,
+                completion_tokens=report.usage.completion_tokens,
+                total_tokens=report.usage.total_tokens,
+                error=report.error,
+                retryable=report.retryable,
+                outcome=outcome,
+                created_at=now,
+            )
+            # The result goes in first: finishing the task may read this very output.
+            session.add(result)
+            await session.flush()
+            woken = await self._apply_result(session, task, step, report, now, events)
+            await events.flush(session)
+            ack = _ack(result)
+        self.wake(woken)
+        return ack
+
+    async def _apply_result(
+        self,
+        session: AsyncSession,
+        task: TaskGraphORM,
+        step: TaskStepORM,
+        report: ResultCreate,
+        now: datetime,
+        events: EventBuffer,
+    ) -> list[str]:
+        await queries.release_locks(session, claim_tokens=[report.claim_token])
+        step.lease_expires_at = None
+        step.updated_at = now
+        if report.status == "success":
+            step.status = StepStatus.DONE
+            step.last_error = None
+            events.add(task.id, "step.done", step.id, attempt=step.attempt, agent_id=step.agent_id)
+            return await cycle.on_step_done(
+                session, task=task, step=step, output=report.output, now=now, events=events
+            )
+        step.last_error = report.error or "the worker reported a failure without an error"
+        _, woken = await self._retry_or_fail(
+            session,
+            task,
+            step,
+            reason=step.last_error,
+            retryable=report.retryable,
+            now=now,
+            events=events,
+        )
+        return woken
+
+    async def _retry_or_fail(
+        self,
+        session: AsyncSession,
+        task: TaskGraphORM,
+        step: TaskStepORM,
+        *,
+        reason: str,
+        retryable: bool,
+        now: datetime,
+        events: EventBuffer,
+        backoff: bool = True,
+    ) -> tuple[str, list[str]]:
+        if retryable and step.attempt < step.max_attempts:
+            delay = self.retry_policy.delay(step.attempt) if backoff else 0.0
+            step.attempt += 1
+            step.status = StepStatus.READY
+            step.ready_at = now + timedelta(seconds=delay)
+            step.claim_token = None
+            step.agent_id = None
+            events.add(
+                task.id,
+                "step.retry_scheduled",
+                step.id,
+                attempt=step.attempt,
+                delay_seconds=round(delay, 3),
+                reason=reason,
+            )
+            return "retry_scheduled", [step.role]
+        step.status = StepStatus.FAILED
+        events.add(task.id, "step.failed", step.id, attempt=step.attempt, reason=reason)
+        await cycle.fail_task(
+            session,
+            task=task,
+            reason=f"step '{step.id}' failed: {reason}",
+            now=now,
+            events=events,
+            failed_step=step.id,
+        )
+        return "failed", []
+
+    # -- leases -------------------------------------------------------------------
+
+    async def reap_expired_leases(self, *, limit: int = 100) -> int:
+        """Return lapsed claims to ready (attempt + 1), or fail them when spent."""
+        now = self.clock()
+        events = EventBuffer(now)
+        woken: list[str] = []
+        async with self.db.transaction() as session:
+            expired = await queries.expired_claims(session, now=now, limit=limit)
+            for step in expired:
+                task = await queries.lock_task(session, task_id=step.task_id)
+                assert task is not None
+                await queries.release_locks(session, claim_tokens=[step.claim_token or ""])
+                events.add(
+                    task.id,
+                    "step.lease_expired",
+                    step.id,
+                    attempt=step.attempt,
+                    agent_id=step.agent_id,
+                )
+                step.lease_expires_at = None
+                _, roles = await self._retry_or_fail(
+                    session,
+                    task,
+                    step,
+                    reason=f"lease expired (agent {step.agent_id})",
+                    retryable=True,
+                    now=now,
+                    events=events,
+                    backoff=False,
+                )
+                woken += roles
+            await events.flush(session)
+        self.wake(woken)
+        return len(expired)
+
+    # -- cancelling ---------------------------------------------------------------
+
+    async def cancel_task(self, *, task_id: str, reason: str = "cancelled by request") -> str:
+        """Cancel a task and every open step. Cancelling a finished task is a no-op."""
+        now = self.clock()
+        events = EventBuffer(now)
+        async with self.db.transaction() as session:
+            task = await queries.lock_task(session, task_id=task_id)
+            if task is None:
+                raise NotFound(f"no task '{task_id}'")
+            if TaskStatus(task.status).is_final:
+                return task.status
+            await cycle.close_open_steps(session, task=task, now=now, events=events, reason=reason)
+            task.status = TaskStatus.CANCELLED
+            task.error = reason
+            task.finished_at = task.updated_at = now
+            events.add(task.id, "task.cancelled", reason=reason)
+            await events.flush(session)
+            return task.status
+
+    # -- helpers ------------------------------------------------------------------
+
+    def wake(self, roles: Iterable[str]) -> None:
+        counts: dict[str, int] = {}
+        for role in roles:
+            counts[role] = counts.get(role, 0) + 1
+        for role, n in counts.items():
+            self.notifier.notify([role], n)
+
+
+def _stale_reason(step: TaskStepORM) -> str:
+    status = StepStatus(step.status)
+    if status == StepStatus.CLAIMED:
+        return (
+            f"step '{step.id}' is held by another claim (agent '{step.agent_id}', "
+            f"attempt {step.attempt}); this claim token is not current"
+        )
+    return (
+        f"step '{step.id}' is {status} (attempt {step.attempt}); this claim token is not "
+        "current — its lease may have expired and the step been handed to another worker"
+    )
+
+
+def _outcome(step: TaskStepORM, report: ResultCreate) -> str:
+    if report.status == "success":
+        return "done"
+    if report.retryable and step.attempt < step.max_attempts:
+        return "retry_scheduled"
+    return "failed"
+
+
+def _ack(result: ResultORM) -> ResultAck:
+    return ResultAck(
+        result_id=result.id,
+        task_id=result.task_id,
+        step_id=result.step_id,
+        attempt=result.attempt,
+        outcome=result.outcome,  # type: ignore[arg-type]
+    )
+
+
+__all__ = ["PLAN_STEP_ID", "AgentManager", "latest_outputs"]

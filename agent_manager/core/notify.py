@@ -1,0 +1,85 @@
+"""In-process wake-ups for long-polling claimers.
+
+A claimer subscribes to its roles *before* it tries to claim, so a step that becomes
+ready between its empty claim and its wait still wakes it. ``notify(role, n)`` wakes
+the ``n`` oldest waiters of that role; a woken waiter that leaves without claiming
+passes the wake on (see :meth:`Waiter.close`), so a client that hangs up never
+strands a ready step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Iterable
+
+
+class Waiter:
+    """One long-polling claimer's subscription."""
+
+    __slots__ = ("_event", "_hub", "roles", "woken")
+
+    def __init__(self, hub: Notifier, roles: tuple[str, ...]) -> None:
+        self._hub = hub
+        self._event = asyncio.Event()
+        self.roles = roles
+        self.woken = False
+
+    def wake(self) -> None:
+        self.woken = True
+        self._event.set()
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds; True if woken."""
+        try:
+            async with asyncio.timeout(max(0.0, timeout)):
+                await self._event.wait()
+        except TimeoutError:
+            return False
+        self._event.clear()
+        return True
+
+    def close(self, *, claimed: bool) -> None:
+        """Unsubscribe. A wake that was not used for a claim goes to the next waiter."""
+        self._hub._remove(self)
+        if self.woken and not claimed:
+            self._hub.notify(self.roles, 1)
+
+
+class Notifier:
+    """Wakes waiters by role, oldest first."""
+
+    def __init__(self) -> None:
+        # role -> waiters in arrival order (dict as an ordered set)
+        self._waiters: dict[str, OrderedDict[Waiter, None]] = {}
+
+    def subscribe(self, roles: Iterable[str]) -> Waiter:
+        waiter = Waiter(self, tuple(roles))
+        for role in waiter.roles:
+            self._waiters.setdefault(role, OrderedDict())[waiter] = None
+        return waiter
+
+    def _remove(self, waiter: Waiter) -> None:
+        for role in waiter.roles:
+            queue = self._waiters.get(role)
+            if queue is not None:
+                queue.pop(waiter, None)
+                if not queue:
+                    del self._waiters[role]
+
+    def notify(self, roles: Iterable[str], count: int = 1) -> None:
+        """Wake up to ``count`` not-yet-woken waiters for each of ``roles``."""
+        for role in roles:
+            queue = self._waiters.get(role)
+            if not queue:
+                continue
+            woken = 0
+            for waiter in queue:
+                if woken >= count:
+                    break
+                if not waiter._event.is_set():
+                    waiter.wake()
+                    woken += 1
+
+    def waiting(self, role: str) -> int:
+        return len(self._waiters.get(role, ()))
