@@ -56,10 +56,10 @@ async def bootstrap_admin_token(db: Database, settings: Settings) -> None:
                     session, name="admin (AM_ADMIN_TOKEN)", scopes=["admin"], secret=secret
                 )
             return
-        if await auth.count_active_tokens(session) == 0:
+        if await auth.count_active_admin_tokens(session) == 0:
             _, secret = await auth.create_token(session, name="admin (bootstrap)", scopes=["admin"])
             print(
-                "\nAgentManager: no API tokens existed, so an admin token was created.\n"
+                "\nAgentManager: no admin token existed, so one was created.\n"
                 f"  {secret}\n"
                 "It is shown only this once. Create narrower tokens with "
                 "'am token create --scope …'.\n",

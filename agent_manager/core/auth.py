@@ -128,9 +128,9 @@ async def revoke_token(session: AsyncSession, *, token_id: str) -> TokenInfo:
     return _info(row)
 
 
-async def count_active_tokens(session: AsyncSession) -> int:
-    rows = await session.scalars(select(ApiTokenORM.id).where(ApiTokenORM.revoked_at.is_(None)))
-    return len(rows.all())
+async def count_active_admin_tokens(session: AsyncSession) -> int:
+    rows = await session.scalars(select(ApiTokenORM).where(ApiTokenORM.revoked_at.is_(None)))
+    return sum(1 for row in rows if "admin" in row.scopes)
 
 
 def _info(row: ApiTokenORM) -> TokenInfo:

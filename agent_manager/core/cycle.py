@@ -116,32 +116,42 @@ async def add_system_step(
     events.add(task.id, "step.ready", step_id, role=role, attempt=1)
 
 
-async def on_step_done(
+async def on_step_finished(
     session: AsyncSession,
     *,
-    task: TaskGraphORM,
-    step: TaskStepORM,
+    task_id: str,
+    step_id: str,
+    role: str,
+    dependents: list[str],
     output: Any,
     now: datetime,
     events: EventBuffer,
 ) -> list[str]:
-    """A step succeeded: promote its dependents, or move the task to its next phase."""
-    if TaskStatus(task.status).is_final:
-        return []
-    if is_system_step(step.id):
-        if step.role == "planner":
+    """A step succeeded: promote its dependents, or move the task to its next phase.
+
+    A work step that is not the last touches only its dependents and the task's
+    counter; the task row itself is loaded only when the phase changes.
+    """
+    if is_system_step(step_id):
+        task = await queries.lock_task(session, task_id=task_id)
+        assert task is not None
+        if TaskStatus(task.status).is_final:
+            return []
+        if role == "planner":
             return await _on_plan(session, task=task, output=output, now=now, events=events)
-        if step.role == "auditor":
+        if role == "auditor":
             return await _on_audit(session, task=task, output=output, now=now, events=events)
         return await _complete(session, task=task, answer=output, now=now, events=events)
 
     promoted = await queries.promote_dependents(
-        session, task_id=task.id, dependents=step.dependents, now=now
+        session, task_id=task_id, dependents=dependents, now=now
     )
-    for step_id, role in promoted:
-        events.add(task.id, "step.ready", step_id, role=role)
-    woken = [role for _, role in promoted]
-    if await queries.count_step_done(session, task_id=task.id) == 0:
+    for ready_id, ready_role in promoted:
+        events.add(task_id, "step.ready", ready_id, role=ready_role)
+    woken = [r for _, r in promoted]
+    if await queries.count_step_done(session, task_id=task_id) == 0:
+        task = await queries.lock_task(session, task_id=task_id)
+        assert task is not None
         woken += await _after_work(session, task=task, now=now, events=events)
     return woken
 
@@ -311,6 +321,7 @@ async def _rework(
         ]
         step.remaining_deps = sum(1 for d in step.depends_on if d in reset)
         step.attempt = 1
+        step.rework_round = task.rework_round
         step.claim_token = step.agent_id = step.lease_expires_at = step.claimed_at = None
         step.updated_at = now
         ready = step.remaining_deps == 0

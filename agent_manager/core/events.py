@@ -31,5 +31,5 @@ class EventBuffer:
 
     async def flush(self, session: AsyncSession) -> None:
         if self.rows:
-            await session.execute(insert(EventORM), self.rows)
+            await session.execute(insert(EventORM.__table__), self.rows)
             self.rows = []

@@ -65,6 +65,7 @@ class AgentManager:
         self.workspace = workspace
         self.clock = clock
         self._agents_seen: dict[str, float] = {}
+        self.closing = False
 
     # -- submitting -------------------------------------------------------------
 
@@ -160,40 +161,37 @@ class AgentManager:
         token = secrets.token_urlsafe(24)
         async with self.db.transaction() as session:
             await self._touch_agent(session, agent_id, roles, token_id, now)
-            step = await queries.claim_next_step(
+            claimed = await queries.claim_next_step(
                 session, roles=roles, agent_id=agent_id, claim_token=token, now=now
             )
-            if step is None:
+            if claimed is None:
                 return None
-            task = await session.get(TaskGraphORM, step.task_id)
-            assert task is not None
-            context = await claim_context(session, task=task, step=step)
+            context = await claim_context(session, claimed=claimed)
             events = EventBuffer(now)
             events.add(
-                step.task_id,
+                claimed.task_id,
                 "step.claimed",
-                step.id,
+                claimed.id,
                 agent_id=agent_id,
-                attempt=step.attempt,
-                role=step.role,
+                attempt=claimed.attempt,
+                role=claimed.role,
             )
             await events.flush(session)
-        assert step.lease_expires_at is not None
         return ClaimPublic(
-            task_id=step.task_id,
+            task_id=claimed.task_id,
             step=ClaimedStep(
-                id=step.id,
-                role=step.role,
-                instruction=step.instruction,
-                depends_on=list(step.depends_on),
-                files=step.files,
-                attempt=step.attempt,
-                max_attempts=step.max_attempts,
+                id=claimed.id,
+                role=claimed.role,
+                instruction=claimed.instruction,
+                depends_on=claimed.depends_on,
+                files=claimed.files,  # type: ignore[arg-type]
+                attempt=claimed.attempt,
+                max_attempts=claimed.max_attempts,
             ),
-            goal=task.goal,
+            goal=claimed.goal,
             claim_token=token,
-            lease_expires_at=step.lease_expires_at,
-            lease_seconds=step.lease_seconds,
+            lease_expires_at=claimed.lease_expires_at,
+            lease_seconds=claimed.lease_seconds,
             context=context,
         )
 
@@ -214,7 +212,7 @@ class AgentManager:
             while True:
                 claim = await self.claim(agent_id=agent_id, roles=roles, token_id=token_id)
                 remaining = deadline - loop.time()
-                if claim is not None or remaining <= 0:
+                if claim is not None or remaining <= 0 or self.closing:
                     return claim
                 async with self.db.sessions() as session:
                     due = await queries.next_ready_time(session, roles=roles, now=self.clock())
@@ -269,9 +267,12 @@ class AgentManager:
         Fenced by the claim token: only the current claim may report, once. The same
         report sent again gets the stored answer; any other stale report a 409.
         """
+        if report.status == "success":
+            ack = await self._report_success(report)
+            if ack is not None:
+                return ack
         now = self.clock()
         events = EventBuffer(now)
-        woken: list[str] = []
         async with self.db.transaction() as session:
             step = await queries.lock_step(session, task_id=report.task_id, step_id=report.step_id)
             if step is None:
@@ -293,34 +294,66 @@ class AgentManager:
             task = await queries.lock_task(session, task_id=step.task_id)
             assert task is not None
             outcome = _outcome(step, report)
-            result = ResultORM(
-                task_id=step.task_id,
-                step_id=step.id,
-                attempt=step.attempt,
-                rework_round=task.rework_round,
-                claim_token=report.claim_token,
-                agent_id=report.agent_id or step.agent_id,
-                status=report.status,
-                output=report.output,
-                ra_history=[ta.model_dump(mode="json") for ta in report.ra_history],
-                prompt_tokens=report.usage.prompt_tokens,
-                completion_tokens=report.usage.completion_tokens,
-                total_tokens=report.usage.total_tokens,
-                error=report.error,
-                retryable=report.retryable,
-                outcome=outcome,
-                created_at=now,
+            result = _result_row(
+                report, step.attempt, step.rework_round, step.agent_id, outcome, now
             )
             # The result goes in first: finishing the task may read this very output.
             session.add(result)
             await session.flush()
-            woken = await self._apply_result(session, task, step, report, now, events)
+            woken = await self._apply_failure(session, task, step, report, now, events)
             await events.flush(session)
             ack = _ack(result)
         self.wake(woken)
         return ack
 
-    async def _apply_result(
+    async def _report_success(self, report: ResultCreate) -> ResultAck | None:
+        """The hot path: a success from the current claim, in as few statements as
+        possible. None when the claim is not current (the caller sorts out why)."""
+        now = self.clock()
+        events = EventBuffer(now)
+        async with self.db.transaction() as session:
+            finished = await queries.finish_claim(
+                session,
+                task_id=report.task_id,
+                step_id=report.step_id,
+                claim_token=report.claim_token,
+                now=now,
+            )
+            if finished is None:
+                return None
+            if report.agent_id and finished.agent_id and report.agent_id != finished.agent_id:
+                await session.rollback()
+                return None  # the slow path explains the mismatch
+            result = _result_row(
+                report, finished.attempt, finished.rework_round, finished.agent_id, "done", now
+            )
+            session.add(result)
+            await session.flush()
+            if finished.holds_locks:
+                await queries.release_locks(session, claim_tokens=[report.claim_token])
+            events.add(
+                report.task_id,
+                "step.done",
+                report.step_id,
+                attempt=finished.attempt,
+                agent_id=finished.agent_id,
+            )
+            woken = await cycle.on_step_finished(
+                session,
+                task_id=report.task_id,
+                step_id=report.step_id,
+                role=finished.role,
+                dependents=finished.dependents,
+                output=report.output,
+                now=now,
+                events=events,
+            )
+            await events.flush(session)
+            ack = _ack(result)
+        self.wake(woken)
+        return ack
+
+    async def _apply_failure(
         self,
         session: AsyncSession,
         task: TaskGraphORM,
@@ -329,16 +362,13 @@ class AgentManager:
         now: datetime,
         events: EventBuffer,
     ) -> list[str]:
-        await queries.release_locks(session, claim_tokens=[report.claim_token])
+        # Successes of the current claim all take the fast path; only failures get here.
+        assert report.status == "failure"
+        if step.holds_locks:
+            await queries.release_locks(session, claim_tokens=[report.claim_token])
+            step.holds_locks = False
         step.lease_expires_at = None
         step.updated_at = now
-        if report.status == "success":
-            step.status = StepStatus.DONE
-            step.last_error = None
-            events.add(task.id, "step.done", step.id, attempt=step.attempt, agent_id=step.agent_id)
-            return await cycle.on_step_done(
-                session, task=task, step=step, output=report.output, now=now, events=events
-            )
         step.last_error = report.error or "the worker reported a failure without an error"
         _, woken = await self._retry_or_fail(
             session,
@@ -449,6 +479,11 @@ class AgentManager:
 
     # -- helpers ------------------------------------------------------------------
 
+    def begin_shutdown(self) -> None:
+        """End every long-poll now (they answer 204); the process is stopping."""
+        self.closing = True
+        self.notifier.wake_all()
+
     def wake(self, roles: Iterable[str]) -> None:
         counts: dict[str, int] = {}
         for role in roles:
@@ -476,6 +511,34 @@ def _outcome(step: TaskStepORM, report: ResultCreate) -> str:
     if report.retryable and step.attempt < step.max_attempts:
         return "retry_scheduled"
     return "failed"
+
+
+def _result_row(
+    report: ResultCreate,
+    attempt: int,
+    rework_round: int,
+    agent_id: str | None,
+    outcome: str,
+    now: datetime,
+) -> ResultORM:
+    return ResultORM(
+        task_id=report.task_id,
+        step_id=report.step_id,
+        attempt=attempt,
+        rework_round=rework_round,
+        claim_token=report.claim_token,
+        agent_id=report.agent_id or agent_id,
+        status=report.status,
+        output=report.output,
+        ra_history=[ta.model_dump(mode="json") for ta in report.ra_history],
+        prompt_tokens=report.usage.prompt_tokens,
+        completion_tokens=report.usage.completion_tokens,
+        total_tokens=report.usage.total_tokens,
+        error=report.error,
+        retryable=report.retryable,
+        outcome=outcome,
+        created_at=now,
+    )
 
 
 def _ack(result: ResultORM) -> ResultAck:

@@ -81,5 +81,10 @@ class Notifier:
                     waiter.wake()
                     woken += 1
 
+    def wake_all(self) -> None:
+        for queue in list(self._waiters.values()):
+            for waiter in list(queue):
+                waiter.wake()
+
     def waiting(self, role: str) -> int:
         return len(self._waiters.get(role, ()))

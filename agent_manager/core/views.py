@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import case, func, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agent_manager.db.queries import ClaimedRow
 from agent_manager.db.tables import EventORM, ResultORM, TaskGraphORM, TaskStepORM, UTCDateTime
 from agent_manager.errors import InvalidRequest, NotFound
 from agent_manager.models import AuditReport, StepStatus, TaskStatus, Usage
@@ -43,17 +44,19 @@ async def latest_outputs(
     return {step_id: output for step_id, output in await session.execute(stmt)}
 
 
-async def claim_context(
-    session: AsyncSession, *, task: TaskGraphORM, step: TaskStepORM
-) -> ClaimContext:
+async def claim_context(session: AsyncSession, *, claimed: ClaimedRow) -> ClaimContext:
     """What a claimer needs besides the step: dependency outputs, rework notes, and for
     the server's own roles the plan, every output and the audits so far."""
-    if not step.id.startswith("_"):
-        outputs = await latest_outputs(session, task_id=task.id, step_ids=list(step.depends_on))
-        return ClaimContext(dependencies=outputs, rework_notes=list(step.rework_notes))
+    if not claimed.id.startswith("_"):
+        outputs = await latest_outputs(
+            session, task_id=claimed.task_id, step_ids=list(claimed.depends_on)
+        )
+        return ClaimContext(dependencies=outputs, rework_notes=list(claimed.rework_notes))
+    task = await get_task_row(session, task_id=claimed.task_id)
     extra: dict[str, Any] = {"options": task.options, "rework_round": task.rework_round}
-    if step.role != "planner":
-        steps = (
+    outputs = {}
+    if claimed.role != "planner":
+        plan = (
             await session.scalars(
                 select(TaskStepORM)
                 .where(TaskStepORM.task_id == task.id, ~TaskStepORM.id.startswith("_"))
@@ -68,14 +71,12 @@ async def claim_context(
                 "depends_on": s.depends_on,
                 "rework_notes": s.rework_notes,
             }
-            for s in steps
+            for s in plan
         ]
         extra["audits"] = [a.model_dump() for a in await _audits(session, task.id)]
         extra["unresolved"] = (task.final_result or {}).get("unresolved", [])
-        outputs = await latest_outputs(session, task_id=task.id, step_ids=[s.id for s in steps])
-    else:
-        outputs = {}
-    return ClaimContext(dependencies=outputs, rework_notes=list(step.rework_notes), extra=extra)
+        outputs = await latest_outputs(session, task_id=task.id, step_ids=[s.id for s in plan])
+    return ClaimContext(dependencies=outputs, rework_notes=list(claimed.rework_notes), extra=extra)
 
 
 async def _audits(session: AsyncSession, task_id: str) -> list[AuditPublic]:

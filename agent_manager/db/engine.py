@@ -36,12 +36,14 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEn
         )
         _tune_sqlite(engine)
         return engine
+    # No pool_pre_ping: it costs a round trip per transaction. After a database
+    # restart a stale pooled connection fails once (the request gets a 503) and is
+    # replaced.
     return create_async_engine(
         url,
         echo=echo,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_recycle=1800,
     )
 

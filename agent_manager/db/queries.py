@@ -19,6 +19,7 @@ finished step's dependents, so its cost does not grow with the graph.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,13 +38,54 @@ from agent_manager.models import StepStatus
 S = TaskStepORM
 
 
+steps = TaskStepORM.__table__
+tasks = TaskGraphORM.__table__
+
+
 def _claimable(roles: Sequence[str], now: datetime) -> Any:
     return (
-        select(S.task_id, S.id)
-        .where(S.status == StepStatus.READY, S.role.in_(roles), S.ready_at <= now)
-        .order_by(S.priority.desc(), S.ready_at, S.task_id, S.id)
+        select(steps.c.task_id, steps.c.id)
+        .where(
+            steps.c.status == StepStatus.READY.value,
+            steps.c.role.in_(roles),
+            steps.c.ready_at <= now,
+        )
+        .order_by(steps.c.priority.desc(), steps.c.ready_at, steps.c.task_id, steps.c.id)
         .limit(1)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRow:
+    """A step as it was claimed, with its task's goal."""
+
+    task_id: str
+    id: str
+    role: str
+    instruction: str
+    depends_on: list[str]
+    files: list[dict[str, Any]]
+    attempt: int
+    max_attempts: int
+    lease_seconds: float
+    lease_expires_at: datetime
+    rework_notes: list[str]
+    goal: str
+
+
+_CLAIMED_COLUMNS = (
+    steps.c.task_id,
+    steps.c.id,
+    steps.c.role,
+    steps.c.instruction,
+    steps.c.depends_on,
+    steps.c.files,
+    steps.c.attempt,
+    steps.c.max_attempts,
+    steps.c.lease_seconds,
+    steps.c.lease_expires_at,
+    steps.c.rework_notes,
+)
 
 
 async def claim_next_step(
@@ -53,44 +95,100 @@ async def claim_next_step(
     agent_id: str,
     claim_token: str,
     now: datetime,
-) -> TaskStepORM | None:
+) -> ClaimedRow | None:
     """Claim the best ready step of ``roles``: highest priority, then longest ready."""
     claim_values = {
-        "status": StepStatus.CLAIMED,
+        "status": StepStatus.CLAIMED.value,
         "claim_token": claim_token,
         "agent_id": agent_id,
         "claimed_at": now,
         "updated_at": now,
     }
     if session.bind.dialect.name == "postgresql":
+        # One statement: pick, lock (skipping rows other claimers hold), claim, and
+        # return the step with its task's goal.
         expires = literal(now, UTCDateTime()) + func.make_interval(
-            0, 0, 0, 0, 0, 0, S.lease_seconds
+            0, 0, 0, 0, 0, 0, steps.c.lease_seconds
         )
         candidate = _claimable(roles, now).with_for_update(skip_locked=True)
-        result = await session.execute(
-            update(S)
-            .where(tuple_(S.task_id, S.id).in_(candidate))
-            .values(**claim_values, lease_expires_at=expires)
-            .returning(S)
-            .execution_options(synchronize_session=False)
-        )
-        return result.scalars().one_or_none()
+        row = (
+            await session.execute(
+                update(steps)
+                .where(tuple_(steps.c.task_id, steps.c.id).in_(candidate))
+                .where(tasks.c.id == steps.c.task_id)
+                .values(**claim_values, lease_expires_at=expires)
+                .returning(*_CLAIMED_COLUMNS, tasks.c.goal)
+            )
+        ).first()
+        return ClaimedRow(*row) if row is not None else None
 
-    row = (await session.execute(_claimable(roles, now))).first()
-    if row is None:
+    # SQLite: this transaction holds the database's write lock, so pick-then-update
+    # cannot race with another claimer in any process.
+    picked = (
+        await session.execute(_claimable(roles, now).add_columns(steps.c.lease_seconds))
+    ).first()
+    if picked is None:
         return None
-    task_id, step_id = row
-    result = await session.execute(
-        update(S)
-        .where(S.task_id == task_id, S.id == step_id, S.status == StepStatus.READY)
-        .values(**claim_values, lease_expires_at=None)
-        .returning(S)
-        .execution_options(synchronize_session=False)
-    )
-    step = result.scalars().one_or_none()
-    if step is not None:
-        step.lease_expires_at = now + timedelta(seconds=step.lease_seconds)
-    return step
+    task_id, step_id, lease_seconds = picked
+    row = (
+        await session.execute(
+            update(steps)
+            .where(steps.c.task_id == task_id, steps.c.id == step_id)
+            .values(**claim_values, lease_expires_at=now + timedelta(seconds=lease_seconds))
+            .returning(*_CLAIMED_COLUMNS)
+        )
+    ).first()
+    assert row is not None
+    goal = await session.scalar(select(tasks.c.goal).where(tasks.c.id == task_id))
+    return ClaimedRow(*row, goal=goal)
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedRow:
+    """What a successful report needs to know of the step it finished."""
+
+    role: str
+    attempt: int
+    agent_id: str | None
+    dependents: list[str]
+    holds_locks: bool
+    rework_round: int
+
+
+async def finish_claim(
+    session: AsyncSession, *, task_id: str, step_id: str, claim_token: str, now: datetime
+) -> FinishedRow | None:
+    """Mark a claimed step done if ``claim_token`` is its current claim (the fence).
+
+    None when the token is stale, foreign, or the step is no longer claimed: the
+    caller then works out which, on the slow path.
+    """
+    row = (
+        await session.execute(
+            update(steps)
+            .where(
+                steps.c.task_id == task_id,
+                steps.c.id == step_id,
+                steps.c.claim_token == claim_token,
+                steps.c.status == StepStatus.CLAIMED.value,
+            )
+            .values(
+                status=StepStatus.DONE.value,
+                lease_expires_at=None,
+                last_error=None,
+                updated_at=now,
+            )
+            .returning(
+                steps.c.role,
+                steps.c.attempt,
+                steps.c.agent_id,
+                steps.c.dependents,
+                steps.c.holds_locks,
+                steps.c.rework_round,
+            )
+        )
+    ).first()
+    return FinishedRow(*row) if row is not None else None
 
 
 async def next_ready_time(
@@ -149,18 +247,21 @@ async def promote_dependents(
     those with none left. Returns the ``(step_id, role)`` pairs that became ready."""
     if not dependents:
         return []
-    last = S.remaining_deps <= 1
+    last = steps.c.remaining_deps <= 1
     result = await session.execute(
-        update(S)
-        .where(S.task_id == task_id, S.id.in_(dependents), S.status == StepStatus.PENDING)
+        update(steps)
+        .where(
+            steps.c.task_id == task_id,
+            steps.c.id.in_(dependents),
+            steps.c.status == StepStatus.PENDING.value,
+        )
         .values(
-            remaining_deps=S.remaining_deps - 1,
-            status=case((last, StepStatus.READY.value), else_=S.status),
-            ready_at=case((last, now), else_=S.ready_at),
+            remaining_deps=steps.c.remaining_deps - 1,
+            status=case((last, StepStatus.READY.value), else_=steps.c.status),
+            ready_at=case((last, literal(now, UTCDateTime())), else_=steps.c.ready_at),
             updated_at=now,
         )
-        .returning(S.id, S.role, S.status)
-        .execution_options(synchronize_session=False)
+        .returning(steps.c.id, steps.c.role, steps.c.status)
     )
     return [(sid, role) for sid, role, status in result if status == StepStatus.READY]
 
@@ -168,11 +269,10 @@ async def promote_dependents(
 async def count_step_done(session: AsyncSession, *, task_id: str) -> int:
     """Decrement the task's count of unfinished work steps; return what is left."""
     result = await session.execute(
-        update(TaskGraphORM)
-        .where(TaskGraphORM.id == task_id)
-        .values(steps_remaining=TaskGraphORM.steps_remaining - 1)
-        .returning(TaskGraphORM.steps_remaining)
-        .execution_options(synchronize_session=False)
+        update(tasks)
+        .where(tasks.c.id == task_id)
+        .values(steps_remaining=tasks.c.steps_remaining - 1)
+        .returning(tasks.c.steps_remaining)
     )
     return int(result.scalar_one())
 

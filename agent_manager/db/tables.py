@@ -120,6 +120,11 @@ class TaskStepORM(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
     rework_notes: Mapped[list[Any]] = mapped_column(default=list)
+    # The audit round this step was last (re)started in; its results carry it.
+    rework_round: Mapped[int] = mapped_column(Integer, default=0)
+    # Set when the step holds file locks, so finishing a step without any skips the
+    # lock table entirely.
+    holds_locks: Mapped[bool] = mapped_column(Boolean, default=False)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 

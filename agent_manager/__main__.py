@@ -1,0 +1,3 @@
+from agent_manager.cli import main
+
+main()

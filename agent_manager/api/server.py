@@ -1,0 +1,37 @@
+"""Running the app under uvicorn, with a shutdown that also ends long-polls."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import uvicorn
+
+from agent_manager.api.app import create_app
+from agent_manager.config import Settings
+
+
+class _Server(uvicorn.Server):
+    """Uvicorn waits for open requests before it shuts down; a claim long-polling for
+    a minute would hold that up, so on the signal we wake every waiter first (they
+    answer 204) and the process stops promptly."""
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        manager = getattr(self.config.loaded_app_state, "manager", None)
+        if manager is not None:
+            # Signal handlers run between bytecodes; hand the work to the loop.
+            asyncio.get_running_loop().call_soon_threadsafe(manager.begin_shutdown)
+        super().handle_exit(sig, frame)
+
+
+def run(settings: Settings) -> None:
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+    )
+    config.loaded_app_state = app.state  # type: ignore[attr-defined]
+    _Server(config).run()
