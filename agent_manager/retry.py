@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -22,7 +23,11 @@ def exponential_backoff(
     """
     if attempt < 1:
         raise ValueError("attempt starts at 1")
-    delay = min(maximum, base * factor ** (attempt - 1))
+    try:
+        raw = base * factor ** (attempt - 1)
+    except OverflowError:  # a worker retrying for days: just wait the maximum
+        raw = math.inf
+    delay = min(maximum, raw)
     if jitter:
         spread = (rng or random).uniform(-jitter, jitter)
         delay = max(0.0, delay * (1.0 + spread))

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import json
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    # An HTTPException, because FastAPI's body parser turns any other exception
+    # raised while reading the body into a 400.
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(
+            413, f"the request body is larger than {max_bytes} bytes (AM_MAX_REQUEST_BYTES)"
+        )
 
 
 class BodySizeLimit:
@@ -35,7 +41,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge
+                    raise _TooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:

@@ -210,6 +210,7 @@ class AgentManager:
         claim = None
         try:
             while True:
+                waiter.consume()  # this attempt uses any wake received so far
                 claim = await self.claim(agent_id=agent_id, roles=roles, token_id=token_id)
                 remaining = deadline - loop.time()
                 if claim is not None or remaining <= 0 or self.closing:

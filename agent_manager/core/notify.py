@@ -39,6 +39,10 @@ class Waiter:
         self._event.clear()
         return True
 
+    def consume(self) -> None:
+        """The wake was used (a claim was tried after it); do not pass it on."""
+        self.woken = False
+
     def close(self, *, claimed: bool) -> None:
         """Unsubscribe. A wake that was not used for a claim goes to the next waiter."""
         self._hub._remove(self)

@@ -26,7 +26,9 @@ def check_path(path: str, workspace: Path | None = None) -> str | None:
     """Why ``path`` is not a safe workspace-relative path, or None when it is."""
     if "\x00" in path:
         return "contains a NUL byte"
-    if PurePosixPath(path).is_absolute() or PureWindowsPath(path).is_absolute():
+    windows = PureWindowsPath(path)
+    # A rooted Windows path ("\\etc") has no drive but is absolute all the same.
+    if PurePosixPath(path).is_absolute() or windows.is_absolute() or windows.root:
         return "is absolute; paths are relative to the workspace"
     if PureWindowsPath(path).drive:
         return "has a drive letter; paths are relative to the workspace"

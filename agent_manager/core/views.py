@@ -196,7 +196,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, task_id = json.loads(raw)
-        return datetime.fromisoformat(created), str(task_id)
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None:
+            raise ValueError("cursor time has no time zone")
+        return when, str(task_id)
     except (ValueError, TypeError) as exc:
         raise InvalidRequest("cursor is not one this server handed out") from exc
 
