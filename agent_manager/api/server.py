@@ -7,8 +7,9 @@ from typing import Any
 
 import uvicorn
 
-from agent_manager.api.app import create_app
+from agent_manager.api.app import bootstrap_admin_token, create_app, prepare_database
 from agent_manager.config import Settings
+from agent_manager.db.engine import Database
 
 
 class _Server(uvicorn.Server):
@@ -24,7 +25,18 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+async def _preflight(settings: Settings) -> None:
+    """Check the database before uvicorn starts, so a problem is one clear line."""
+    db = Database.from_url(settings.database_url)
+    try:
+        await prepare_database(db, settings)
+        await bootstrap_admin_token(db, settings)
+    finally:
+        await db.dispose()
+
+
 def run(settings: Settings) -> None:
+    asyncio.run(_preflight(settings))
     app = create_app(settings)
     config = uvicorn.Config(
         app,

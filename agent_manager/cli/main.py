@@ -11,6 +11,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import DBAPIError
 
 from agent_manager import __version__
 from agent_manager.config import Settings
@@ -30,7 +31,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # error lines stay whole for grep and logs
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -71,7 +72,7 @@ def serve(
         run(settings)
     except AgentManagerError as exc:
         raise fail(exc.message) from exc
-    except OSError as exc:
+    except (OSError, DBAPIError) as exc:
         raise fail(f"cannot start: {exc}") from exc
 
 
@@ -88,7 +89,7 @@ def _run_db(settings: Settings, fn):  # type: ignore[no-untyped-def]
         return asyncio.run(_with_db(settings, fn))
     except AgentManagerError as exc:
         raise fail(exc.message) from exc
-    except (OSError, ConnectionError) as exc:
+    except (OSError, DBAPIError) as exc:
         raise fail(f"cannot reach the database at {settings.database_url}: {exc}") from exc
 
 
