@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -42,6 +43,45 @@ class Settings(BaseSettings):
     auto_migrate: bool | None = Field(
         default=None, description="upgrade the schema on start; default: on for SQLite only"
     )
+
+    # -- agents and the LLM ---------------------------------------------------------
+    embedded_agents: bool = Field(
+        default=True,
+        description="run planner, auditor and synthesizer steps in the server itself",
+    )
+    embedded_work_roles: str = Field(
+        default="",
+        description="comma-separated work roles the server also runs itself with its "
+        "built-in worker agent (single-process deployments)",
+    )
+    embedded_concurrency: int = Field(default=4, ge=1, le=64)
+    planner_roles: str = Field(
+        default="analyst,researcher,writer",
+        description="comma-separated roles the planner may give steps",
+    )
+    llm_provider: Literal["auto", "openai", "scripted", "offline"] = Field(
+        default="auto",
+        description="auto: openai when a model, base URL or key is configured, "
+        "else the scripted model (not an LLM)",
+    )
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_timeout: float = Field(default=60.0, gt=0)
+    llm_structured_mode: Literal["auto", "json_schema", "json_object"] = "auto"
+    llm_scenario: Path | None = Field(
+        default=None, description="a JSON scenario file for the scripted model"
+    )
+    agent_max_iterations: int = Field(default=8, ge=1, le=100)
+
+    def roles_list(self, value: str) -> list[str]:
+        return [r.strip() for r in value.split(",") if r.strip()]
+
+    def resolved_llm_provider(self) -> str:
+        if self.llm_provider != "auto":
+            return "scripted" if self.llm_provider == "offline" else self.llm_provider
+        configured = self.llm_model or self.llm_base_url or self.llm_api_key
+        return "openai" if configured or os.environ.get("OPENAI_API_KEY") else "scripted"
 
     @field_validator("database_url")
     @classmethod

@@ -140,6 +140,7 @@ class ClaimedStep(BaseModel):
     files: list[FileSpec]
     attempt: int
     max_attempts: int
+    rework_round: int = Field(default=0, description="the audit round this run belongs to")
 
 
 class ClaimContext(BaseModel):

@@ -170,9 +170,7 @@ class _Run:
     def _context(self, iteration: int) -> CallContext:
         step, context = self.claim.step, self.claim.context
         notes = list(context.rework_notes)
-        # ClaimPublic carries no rework round for work steps; notes only exist after a
-        # failed audit, so they mark at least round 1.
-        rework_round = int(context.extra.get("rework_round") or (1 if notes else 0))
+        rework_round = step.rework_round
         return CallContext(
             role=step.role,
             task_id=self.claim.task_id,

@@ -24,7 +24,9 @@ from agent_manager.core import auth
 from agent_manager.core.manager import AgentManager
 from agent_manager.db import migrate
 from agent_manager.db.engine import Database
+from agent_manager.embedded import EmbeddedRunner
 from agent_manager.errors import AgentManagerError
+from agent_manager.llm import build_llm_client
 from agent_manager.retry import RetryPolicy
 
 log = logging.getLogger("agent_manager")
@@ -73,9 +75,43 @@ async def _reap_forever(manager: AgentManager, interval: float) -> None:
         try:
             while await manager.reap_expired_leases() > 0:
                 pass
+            await manager.finish_stalled_phases()
         except Exception:  # the database may be down; try again next tick
             log.warning("lease reaper failed; retrying", exc_info=True)
         await asyncio.sleep(interval)
+
+
+def build_runner(manager: AgentManager, settings: Settings) -> EmbeddedRunner | None:
+    """The server's own agents, as the settings ask (None when they are all off)."""
+    work_roles = settings.roles_list(settings.embedded_work_roles)
+    if not settings.embedded_agents and not work_roles:
+        return None
+    provider = settings.resolved_llm_provider()
+    llm = build_llm_client(
+        provider=provider,
+        base_url=settings.llm_base_url,
+        model=settings.llm_model or ("gpt-4o-mini" if provider == "openai" else None),
+        api_key=settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
+        timeout=settings.llm_timeout,
+        structured_mode=settings.llm_structured_mode,
+        scenario_path=str(settings.llm_scenario) if settings.llm_scenario else None,
+    )
+    if provider == "scripted":
+        log.warning(
+            "embedded agents use the scripted model: NOT an LLM, a deterministic demo and "
+            "test backend. Set AM_LLM_MODEL (and AM_LLM_BASE_URL / AM_LLM_API_KEY) for a "
+            "real one."
+        )
+    return EmbeddedRunner(
+        manager,
+        llm,
+        work_roles=work_roles,
+        planner_roles=settings.roles_list(settings.planner_roles),
+        serve_system_roles=settings.embedded_agents,
+        concurrency=settings.embedded_concurrency,
+        workspace=settings.workspace,
+        max_iterations=settings.agent_max_iterations,
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -97,9 +133,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.manager = manager
         app.state.tokens = auth.TokenVerifier()
         reaper = asyncio.create_task(_reap_forever(manager, settings.reaper_interval))
+        runner = build_runner(manager, settings)
+        if runner is not None:
+            runner.start()
+        app.state.runner = runner
         try:
             yield
         finally:
+            if runner is not None:
+                await runner.stop()
+                await runner.llm.aclose()
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper

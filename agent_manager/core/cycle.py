@@ -141,7 +141,9 @@ async def on_step_finished(
             return await _on_plan(session, task=task, output=output, now=now, events=events)
         if role == "auditor":
             return await _on_audit(session, task=task, output=output, now=now, events=events)
-        return await _complete(session, task=task, answer=output, now=now, events=events)
+        # The synthesizer answers {"answer": …, "unresolved": […]}, or just the answer.
+        answer = output.get("answer", output) if isinstance(output, dict) else output
+        return await _complete(session, task=task, answer=answer, now=now, events=events)
 
     promoted = await queries.promote_dependents(
         session, task_id=task_id, dependents=dependents, now=now
@@ -152,11 +154,11 @@ async def on_step_finished(
     if await queries.count_step_done(session, task_id=task_id) == 0:
         task = await queries.lock_task(session, task_id=task_id)
         assert task is not None
-        woken += await _after_work(session, task=task, now=now, events=events)
+        woken += await after_work(session, task=task, now=now, events=events)
     return woken
 
 
-async def _after_work(
+async def after_work(
     session: AsyncSession, *, task: TaskGraphORM, now: datetime, events: EventBuffer
 ) -> list[str]:
     """Every work step is done: audit, synthesize, or complete."""

@@ -24,13 +24,15 @@ from agent_manager.core.events import EventBuffer
 from agent_manager.core.notify import Notifier
 from agent_manager.core.plan import validate_plan
 from agent_manager.core.views import claim_context, latest_outputs
-from agent_manager.db import queries
+from agent_manager.db import pg_hot, queries
 from agent_manager.db.engine import Database
+from agent_manager.db.queries import ClaimedRow
 from agent_manager.db.tables import ResultORM, TaskGraphORM, TaskStepORM, utcnow
 from agent_manager.errors import Conflict, NotFound, StaleClaim
 from agent_manager.models import StepStatus, TaskStatus
 from agent_manager.retry import RetryPolicy
 from agent_manager.schemas import (
+    ClaimContext,
     ClaimedStep,
     ClaimPublic,
     HeartbeatOut,
@@ -159,6 +161,8 @@ class AgentManager:
         """Atomically claim the best ready step of ``roles``, or None."""
         now = self.clock()
         token = secrets.token_urlsafe(24)
+        if self.db.is_postgres:
+            return await self._claim_postgres(agent_id, roles, token_id, token, now)
         async with self.db.transaction() as session:
             await self._touch_agent(session, agent_id, roles, token_id, now)
             claimed = await queries.claim_next_step(
@@ -177,23 +181,33 @@ class AgentManager:
                 role=claimed.role,
             )
             await events.flush(session)
-        return ClaimPublic(
-            task_id=claimed.task_id,
-            step=ClaimedStep(
-                id=claimed.id,
-                role=claimed.role,
-                instruction=claimed.instruction,
-                depends_on=claimed.depends_on,
-                files=claimed.files,  # type: ignore[arg-type]
-                attempt=claimed.attempt,
-                max_attempts=claimed.max_attempts,
-            ),
-            goal=claimed.goal,
-            claim_token=token,
-            lease_expires_at=claimed.lease_expires_at,
-            lease_seconds=claimed.lease_seconds,
-            context=context,
-        )
+        return _claim_public(claimed, token, context)
+
+    async def _claim_postgres(
+        self,
+        agent_id: str,
+        roles: tuple[str, ...],
+        token_id: str | None,
+        token: str,
+        now: datetime,
+    ) -> ClaimPublic | None:
+        if self._agent_due(agent_id, now):
+            async with self.db.transaction() as session:
+                await queries.touch_agent(
+                    session, agent_id=agent_id, roles=sorted(roles), token_id=token_id, now=now
+                )
+        async with pg_hot.raw_connection(self.db.engine) as conn:
+            claimed = await pg_hot.claim(
+                conn, roles=roles, agent_id=agent_id, claim_token=token, now=now
+            )
+        if claimed is None:
+            return None
+        if claimed.depends_on or claimed.rework_notes or claimed.id.startswith("_"):
+            async with self.db.sessions() as session:
+                context = await claim_context(session, claimed=claimed)
+        else:
+            context = ClaimContext(dependencies={}, rework_notes=[])
+        return _claim_public(claimed, token, context)
 
     async def claim_waiting(
         self, *, agent_id: str, roles: tuple[str, ...], wait: float, token_id: str | None = None
@@ -223,6 +237,13 @@ class AgentManager:
         finally:
             waiter.close(claimed=claim is not None)
 
+    def _agent_due(self, agent_id: str, now: datetime) -> bool:
+        """One agent-table write per worker every few seconds, not one per claim."""
+        if now.timestamp() - self._agents_seen.get(agent_id, 0.0) < 5.0:
+            return False
+        self._agents_seen[agent_id] = now.timestamp()
+        return True
+
     async def _touch_agent(
         self,
         session: AsyncSession,
@@ -231,11 +252,8 @@ class AgentManager:
         token_id: str | None,
         now: datetime,
     ) -> None:
-        # One write per worker every few seconds, not one per claim.
-        last = self._agents_seen.get(agent_id, 0.0)
-        if now.timestamp() - last < 5.0:
+        if not self._agent_due(agent_id, now):
             return
-        self._agents_seen[agent_id] = now.timestamp()
         await queries.touch_agent(
             session, agent_id=agent_id, roles=sorted(roles), token_id=token_id, now=now
         )
@@ -269,7 +287,10 @@ class AgentManager:
         report sent again gets the stored answer; any other stale report a 409.
         """
         if report.status == "success":
-            ack = await self._report_success(report)
+            if self.db.is_postgres and not cycle.is_system_step(report.step_id):
+                ack = await self._report_success_postgres(report)
+            else:
+                ack = await self._report_success(report)
             if ack is not None:
                 return ack
         now = self.clock()
@@ -307,6 +328,64 @@ class AgentManager:
         self.wake(woken)
         return ack
 
+    async def _report_success_postgres(self, report: ResultCreate) -> ResultAck | None:
+        now = self.clock()
+        async with pg_hot.raw_connection(self.db.engine) as conn:
+            done = await pg_hot.report_success(
+                conn,
+                task_id=report.task_id,
+                step_id=report.step_id,
+                claim_token=report.claim_token,
+                agent_id=report.agent_id,
+                output=report.output,
+                ra_history=[ta.model_dump(mode="json") for ta in report.ra_history],
+                prompt_tokens=report.usage.prompt_tokens,
+                completion_tokens=report.usage.completion_tokens,
+                total_tokens=report.usage.total_tokens,
+                error=report.error,
+                retryable=report.retryable,
+                now=now,
+            )
+        if done is None:
+            return None
+        woken = list(done.ready_roles)
+        if done.steps_remaining == 0:
+            woken += await self.finish_phase(task_id=report.task_id)
+        self.wake(woken)
+        return ResultAck(
+            result_id=done.result_id,
+            task_id=report.task_id,
+            step_id=report.step_id,
+            attempt=done.attempt,
+            outcome="done",
+        )
+
+    async def finish_phase(self, *, task_id: str) -> list[str]:
+        """Move a running task whose work steps are all done to its next phase.
+
+        Idempotent: a task already moved on is left alone. Called after the report
+        that finished the last step, and by the sweep for a crash in between.
+        """
+        now = self.clock()
+        events = EventBuffer(now)
+        async with self.db.transaction() as session:
+            task = await queries.lock_task(session, task_id=task_id)
+            if task is None or task.status != TaskStatus.RUNNING or task.steps_remaining != 0:
+                return []
+            woken = await cycle.after_work(session, task=task, now=now, events=events)
+            await events.flush(session)
+        return woken
+
+    async def finish_stalled_phases(self) -> int:
+        """The sweep: tasks whose last step finished but whose phase did not change."""
+        async with self.db.sessions() as session:
+            stalled = await queries.stalled_tasks(session)
+        woken: list[str] = []
+        for task_id in stalled:
+            woken += await self.finish_phase(task_id=task_id)
+        self.wake(woken)
+        return len(stalled)
+
     async def _report_success(self, report: ResultCreate) -> ResultAck | None:
         """The hot path: a success from the current claim, in as few statements as
         possible. None when the claim is not current (the caller sorts out why)."""
@@ -318,13 +397,11 @@ class AgentManager:
                 task_id=report.task_id,
                 step_id=report.step_id,
                 claim_token=report.claim_token,
+                agent_id=report.agent_id,
                 now=now,
             )
             if finished is None:
-                return None
-            if report.agent_id and finished.agent_id and report.agent_id != finished.agent_id:
-                await session.rollback()
-                return None  # the slow path explains the mismatch
+                return None  # the slow path works out why
             result = _result_row(
                 report, finished.attempt, finished.rework_round, finished.agent_id, "done", now
             )
@@ -512,6 +589,27 @@ def _outcome(step: TaskStepORM, report: ResultCreate) -> str:
     if report.retryable and step.attempt < step.max_attempts:
         return "retry_scheduled"
     return "failed"
+
+
+def _claim_public(claimed: ClaimedRow, token: str, context: ClaimContext) -> ClaimPublic:
+    return ClaimPublic(
+        task_id=claimed.task_id,
+        step=ClaimedStep(
+            id=claimed.id,
+            role=claimed.role,
+            instruction=claimed.instruction,
+            depends_on=claimed.depends_on,
+            files=claimed.files,  # type: ignore[arg-type]
+            attempt=claimed.attempt,
+            max_attempts=claimed.max_attempts,
+            rework_round=claimed.rework_round,
+        ),
+        goal=claimed.goal,
+        claim_token=token,
+        lease_expires_at=claimed.lease_expires_at,
+        lease_seconds=claimed.lease_seconds,
+        context=context,
+    )
 
 
 def _result_row(

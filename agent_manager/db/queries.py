@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, literal, select, tuple_, update
+from sqlalchemy import and_, case, delete, func, literal, or_, select, true, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_manager.db.tables import (
@@ -70,6 +70,7 @@ class ClaimedRow:
     lease_seconds: float
     lease_expires_at: datetime
     rework_notes: list[str]
+    rework_round: int
     goal: str
 
 
@@ -85,6 +86,7 @@ _CLAIMED_COLUMNS = (
     steps.c.lease_seconds,
     steps.c.lease_expires_at,
     steps.c.rework_notes,
+    steps.c.rework_round,
 )
 
 
@@ -156,7 +158,13 @@ class FinishedRow:
 
 
 async def finish_claim(
-    session: AsyncSession, *, task_id: str, step_id: str, claim_token: str, now: datetime
+    session: AsyncSession,
+    *,
+    task_id: str,
+    step_id: str,
+    claim_token: str,
+    agent_id: str | None,
+    now: datetime,
 ) -> FinishedRow | None:
     """Mark a claimed step done if ``claim_token`` is its current claim (the fence).
 
@@ -171,6 +179,10 @@ async def finish_claim(
                 steps.c.id == step_id,
                 steps.c.claim_token == claim_token,
                 steps.c.status == StepStatus.CLAIMED.value,
+                # A report that names its agent must name the claimer.
+                true()
+                if agent_id is None
+                else or_(steps.c.agent_id.is_(None), steps.c.agent_id == agent_id),
             )
             .values(
                 status=StepStatus.DONE.value,
@@ -331,3 +343,13 @@ async def touch_agent(
             set_={"roles": stmt.excluded.roles, "last_seen_at": now, "token_id": token_id},
         )
     )
+
+
+async def stalled_tasks(session: AsyncSession, *, limit: int = 100) -> list[str]:
+    """Running tasks with no work step left: their phase change is still due."""
+    rows = await session.scalars(
+        select(tasks.c.id)
+        .where(tasks.c.status == "running", tasks.c.steps_remaining == 0)
+        .limit(limit)
+    )
+    return list(rows)

@@ -58,6 +58,8 @@ def make_claim(
             files=[],
             attempt=1,
             max_attempts=3,
+            # The server starts a reworked step in the round of the audit that flagged it.
+            rework_round=1 if rework_notes else 0,
         ),
         goal=GOAL,
         claim_token="tok",

@@ -1,0 +1,236 @@
+"""The server's own agents: planner, auditor and synthesizer (and optionally workers).
+
+:class:`EmbeddedRunner` claims steps of its roles through the same atomic claim path
+as any external worker, so several server processes never run the same step, and a
+step whose server dies is handed on when its lease lapses. It heartbeats while an
+agent runs, stops the agent when the task is cancelled, and reports the outcome as
+an ordinary result. With ``AM_EMBEDDED_AGENTS=false`` nothing here runs and external
+workers can serve the reserved roles instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from agent_manager.agents import (
+    AuditorAgent,
+    Planner,
+    StepOutcome,
+    Synthesizer,
+    WorkerAgent,
+)
+from agent_manager.core.manager import AgentManager
+from agent_manager.errors import AgentManagerError
+from agent_manager.llm import LLMClient
+from agent_manager.models import AuditReport, Usage
+from agent_manager.retry import exponential_backoff
+from agent_manager.schemas import ClaimPublic, ResultCreate
+
+log = logging.getLogger(__name__)
+
+SYSTEM_ROLES = ("planner", "auditor", "synthesizer")
+
+Handler = Callable[[ClaimPublic], Awaitable[StepOutcome]]
+
+
+class EmbeddedRunner:
+    """Serves ``roles`` inside the server process with the built-in agents."""
+
+    def __init__(
+        self,
+        manager: AgentManager,
+        llm: LLMClient,
+        *,
+        work_roles: list[str] | None = None,
+        planner_roles: list[str] | None = None,
+        serve_system_roles: bool = True,
+        concurrency: int = 4,
+        workspace: Path = Path("./workspace"),
+        max_iterations: int = 8,
+        poll_seconds: float = 30.0,
+    ) -> None:
+        self.manager = manager
+        self.llm = llm
+        self.workspace = workspace
+        self.planner_roles = planner_roles or ["analyst", "researcher", "writer"]
+        self.work_roles = list(work_roles or [])
+        self.roles = tuple([*(SYSTEM_ROLES if serve_system_roles else ()), *self.work_roles])
+        self.concurrency = concurrency
+        self.poll_seconds = poll_seconds
+        self.agent_id = f"embedded-{socket.gethostname()}-{os.getpid()}"
+        self.worker = WorkerAgent(llm, max_iterations=max_iterations)
+        self.planner = Planner(llm)
+        self.auditor = AuditorAgent(llm)
+        self.synthesizer = Synthesizer(llm)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+
+    # -- life cycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        if not self.roles:
+            return
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        self._tasks = [
+            asyncio.create_task(self._loop(n), name=f"embedded-{n}")
+            for n in range(self.concurrency)
+        ]
+        log.info(
+            "embedded agents serving %s with %s (%s)",
+            ", ".join(self.roles),
+            self.llm.name,
+            self.llm.model,
+        )
+
+    async def stop(self) -> None:
+        """Stop claiming; a step still running is abandoned to its lease."""
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def _loop(self, slot: int) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                claim = await self.manager.claim_waiting(
+                    agent_id=self.agent_id, roles=self.roles, wait=self.poll_seconds
+                )
+                failures = 0
+            except Exception:  # the database may be away; back off and try again
+                failures += 1
+                log.warning("embedded runner %s could not claim", slot, exc_info=True)
+                await asyncio.sleep(exponential_backoff(failures, base=0.5, maximum=15))
+                continue
+            if claim is not None:
+                await self.run_step(claim)
+
+    # -- one step -----------------------------------------------------------------
+
+    async def run_step(self, claim: ClaimPublic) -> None:
+        """Run one claimed step with heartbeats, then report its outcome."""
+        work = asyncio.create_task(self._handle(claim))
+        lost = asyncio.Event()  # set when the task was cancelled or the claim lost
+        beat = asyncio.create_task(self._heartbeat(claim, work, lost))
+        try:
+            outcome = await work
+        except asyncio.CancelledError:
+            if lost.is_set() and not self._stopping.is_set():
+                return  # nothing to report: the server no longer wants this result
+            raise
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+        await self._report(claim, outcome)
+
+    async def _handle(self, claim: ClaimPublic) -> StepOutcome:
+        handler = {
+            "planner": self._plan,
+            "auditor": self._audit,
+            "synthesizer": self._synthesize,
+        }.get(claim.step.role)
+        if handler is None or not claim.step.id.startswith("_"):
+            return await self.worker.run(claim, workspace=self.workspace)
+        try:
+            return await handler(claim)
+        except AgentManagerError as exc:
+            return StepOutcome(
+                status="failure",
+                error=f"{claim.step.role}: {exc.message}",
+                retryable=bool(getattr(exc, "retryable", False)),
+            )
+
+    async def _plan(self, claim: ClaimPublic) -> StepOutcome:
+        graph, usage = await self.planner.plan(
+            goal=claim.goal, roles=self._plannable_roles(claim), task_id=claim.task_id
+        )
+        return StepOutcome(status="success", output=graph.model_dump(mode="json"), usage=usage)
+
+    def _plannable_roles(self, claim: ClaimPublic) -> list[str]:
+        roles = claim.context.extra.get("options", {}).get("roles")
+        return list(roles) if roles else self.planner_roles
+
+    async def _audit(self, claim: ClaimPublic) -> StepOutcome:
+        extra = claim.context.extra
+        report, usage = await self.auditor.review(
+            goal=claim.goal,
+            plan=extra.get("plan", []),
+            outputs=claim.context.dependencies,
+            rework_round=int(extra.get("rework_round", 0)),
+            task_id=claim.task_id,
+        )
+        return StepOutcome(status="success", output=report.model_dump(mode="json"), usage=usage)
+
+    async def _synthesize(self, claim: ClaimPublic) -> StepOutcome:
+        extra = claim.context.extra
+        audits = [AuditReport.model_validate(a["report"]) for a in extra.get("audits", [])]
+        synthesis, usage = await self.synthesizer.synthesize(
+            goal=claim.goal,
+            plan=extra.get("plan", []),
+            outputs=claim.context.dependencies,
+            audits=audits,
+            unresolved=extra.get("unresolved", []),
+            task_id=claim.task_id,
+        )
+        return StepOutcome(status="success", output=synthesis.model_dump(mode="json"), usage=usage)
+
+    async def _heartbeat(
+        self, claim: ClaimPublic, work: asyncio.Task[Any], lost: asyncio.Event
+    ) -> None:
+        interval = max(0.2, claim.lease_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                beat = await self.manager.heartbeat(
+                    task_id=claim.task_id,
+                    step_id=claim.step.id,
+                    claim_token=claim.claim_token,
+                    agent_id=self.agent_id,
+                )
+            except AgentManagerError as exc:  # lost the claim: stop working on it
+                log.warning("step %s/%s: %s", claim.task_id, claim.step.id, exc.message)
+                lost.set()
+                work.cancel()
+                return
+            except Exception:  # database hiccup: the lease may still hold; keep going
+                log.warning("heartbeat failed", exc_info=True)
+                continue
+            if beat.cancelled:
+                lost.set()
+                work.cancel()
+                return
+
+    async def _report(self, claim: ClaimPublic, outcome: StepOutcome) -> None:
+        report = ResultCreate(
+            task_id=claim.task_id,
+            step_id=claim.step.id,
+            claim_token=claim.claim_token,
+            agent_id=self.agent_id,
+            status=outcome.status,
+            output=outcome.output,
+            ra_history=outcome.ra_history,
+            usage=outcome.usage or Usage(),
+            error=outcome.error,
+            retryable=outcome.retryable,
+        )
+        for attempt in range(1, 6):
+            try:
+                await self.manager.report_result(report)
+                return
+            except AgentManagerError as exc:  # stale or cancelled: nothing to retry
+                log.warning("step %s/%s: %s", claim.task_id, claim.step.id, exc.message)
+                return
+            except Exception:
+                log.warning("report failed (attempt %s)", attempt, exc_info=True)
+                await asyncio.sleep(exponential_backoff(attempt, base=0.5, maximum=10))
