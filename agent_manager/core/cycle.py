@@ -110,6 +110,7 @@ async def add_system_step(
             lease_seconds=task.options["lease_seconds"],
             ready_at=now,
             rework_notes=[],
+            rework_round=task.rework_round,
             updated_at=now,
         )
     )

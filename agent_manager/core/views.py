@@ -59,7 +59,9 @@ async def claim_context(session: AsyncSession, *, claimed: ClaimedRow) -> ClaimC
         plan = (
             await session.scalars(
                 select(TaskStepORM)
-                .where(TaskStepORM.task_id == task.id, ~TaskStepORM.id.startswith("_"))
+                .where(
+                    TaskStepORM.task_id == task.id, ~TaskStepORM.id.startswith("_", autoescape=True)
+                )
                 .order_by(TaskStepORM.id)
             )
         ).all()
@@ -84,7 +86,7 @@ async def _audits(session: AsyncSession, task_id: str) -> list[AuditPublic]:
         select(ResultORM)
         .where(
             ResultORM.task_id == task_id,
-            ResultORM.step_id.startswith("_audit-"),
+            ResultORM.step_id.startswith("_audit-", autoescape=True),
             ResultORM.status == "success",
         )
         .order_by(ResultORM.id)
@@ -135,7 +137,7 @@ async def get_task(session: AsyncSession, *, task_id: str, history: bool = False
         await session.scalars(
             select(TaskStepORM)
             .where(TaskStepORM.task_id == task_id)
-            .order_by(TaskStepORM.id.startswith("_"), TaskStepORM.id)
+            .order_by(TaskStepORM.id.startswith("_", autoescape=True), TaskStepORM.id)
         )
     ).all()
     results = (
@@ -234,7 +236,7 @@ async def list_tasks(
             )
             .where(
                 TaskStepORM.task_id.in_([t.id for t in tasks]),
-                ~TaskStepORM.id.startswith("_"),
+                ~TaskStepORM.id.startswith("_", autoescape=True),
             )
             .group_by(TaskStepORM.task_id)
         )
