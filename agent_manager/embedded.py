@@ -103,7 +103,7 @@ class EmbeddedRunner:
         failures = 0
         while not self._stopping.is_set():
             try:
-                claim = await self.manager.claim_waiting(
+                claims = await self.manager.claim_waiting(
                     agent_id=self.agent_id, roles=self.roles, wait=self.poll_seconds
                 )
                 failures = 0
@@ -112,7 +112,7 @@ class EmbeddedRunner:
                 log.warning("embedded runner %s could not claim", slot, exc_info=True)
                 await asyncio.sleep(exponential_backoff(failures, base=0.5, maximum=15))
                 continue
-            if claim is not None:
+            for claim in claims:
                 await self.run_step(claim)
 
     # -- one step -----------------------------------------------------------------

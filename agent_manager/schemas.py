@@ -164,6 +164,23 @@ class ClaimPublic(BaseModel):
     context: ClaimContext
 
 
+class ClaimRequest(BaseModel):
+    """Claim several steps at once: ``POST /v1/claims``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent_id: str = Field(min_length=1, max_length=128, pattern=r"^[\w.:@-]+$")
+    roles: list[str] | None = Field(
+        default=None, description="roles to claim; default: the token's roles"
+    )
+    max: int = Field(default=1, ge=1, le=100, description="how many steps at most")
+    wait: float = Field(default=0.0, ge=0, description="seconds to long-poll for a step")
+
+
+class ClaimBatch(BaseModel):
+    claims: list[ClaimPublic]
+
+
 class HeartbeatIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -211,6 +228,20 @@ class ErrorBody(BaseModel):
     code: str
     message: str
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ResultBatch(BaseModel):
+    """Several reports at once: ``POST /v1/results/batch``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    results: list[ResultCreate] = Field(min_length=1, max_length=500)
+
+
+class ResultBatchAck(BaseModel):
+    results: list[ResultAck | ErrorBody] = Field(
+        description="one answer per report, in order: its ack, or its error"
+    )
 
 
 class EventPublic(BaseModel):

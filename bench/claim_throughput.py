@@ -50,10 +50,23 @@ async def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit("server did not become ready")
 
 
-async def run_clients(url: str, clients: int) -> tuple[int, float, list[float], list[float]]:
+async def run_clients(
+    url: str, clients: int, batch: int
+) -> tuple[int, float, list[float], list[float]]:
+    """K clients claim and report until nothing is left. With ``batch`` > 1 they use
+    ``POST /v1/claims`` (max=batch) and ``POST /v1/results/batch``."""
     claim_ms: list[float] = []
     report_ms: list[float] = []
     done = 0
+
+    def result(c: dict) -> dict:
+        return {
+            "task_id": c["task_id"],
+            "step_id": c["step"]["id"],
+            "claim_token": c["claim_token"],
+            "status": "success",
+            "output": None,
+        }
 
     async def worker(n: int) -> None:
         nonlocal done
@@ -61,25 +74,31 @@ async def run_clients(url: str, clients: int) -> tuple[int, float, list[float], 
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
             while True:
                 t0 = time.perf_counter()
-                r = await client.get("/v1/tasks/ready", params={"agent_id": f"b{n}", "role": "noop"})
+                if batch > 1:
+                    r = await client.post(
+                        "/v1/claims", json={"agent_id": f"b{n}", "roles": ["noop"], "max": batch}
+                    )
+                else:
+                    r = await client.get(
+                        "/v1/tasks/ready", params={"agent_id": f"b{n}", "role": "noop"}
+                    )
                 t1 = time.perf_counter()
                 if r.status_code == 204:
                     return
-                claim_ms.append((t1 - t0) * 1000)
-                c = r.json()
-                r = await client.post(
-                    "/v1/results",
-                    json={
-                        "task_id": c["task_id"],
-                        "step_id": c["step"]["id"],
-                        "claim_token": c["claim_token"],
-                        "status": "success",
-                        "output": None,
-                    },
-                )
-                report_ms.append((time.perf_counter() - t1) * 1000)
                 assert r.status_code == 200, r.text
-                done += 1
+                claim_ms.append((t1 - t0) * 1000)
+                if batch > 1:
+                    claims = r.json()["claims"]
+                    r = await client.post(
+                        "/v1/results/batch", json={"results": [result(c) for c in claims]}
+                    )
+                    assert all("outcome" in a for a in r.json()["results"]), r.text
+                    done += len(claims)
+                else:
+                    r = await client.post("/v1/results", json=result(r.json()))
+                    assert r.status_code == 200, r.text
+                    done += 1
+                report_ms.append((time.perf_counter() - t1) * 1000)
 
     start = time.perf_counter()
     await asyncio.gather(*(worker(n) for n in range(clients)))
@@ -97,8 +116,10 @@ async def handoff(url: str, rounds: int) -> list[float]:
         for _ in range(rounds):
             plan = {
                 "goal": "hand-off",
-                "steps": [{"id": "first", "role": "first"},
-                          {"id": "second", "role": "next", "depends_on": ["first"]}],
+                "steps": [
+                    {"id": "first", "role": "first"},
+                    {"id": "second", "role": "next", "depends_on": ["first"]},
+                ],
             }
             (await a.post("/v1/tasks", json=plan)).raise_for_status()
             c = (await a.get("/v1/tasks/ready", params={"agent_id": "a", "role": "first"})).json()
@@ -106,8 +127,12 @@ async def handoff(url: str, rounds: int) -> list[float]:
                 b.get("/v1/tasks/ready", params={"agent_id": "b", "role": "next", "wait": 10})
             )
             await asyncio.sleep(0.02)  # let the waiter park
-            body = {"task_id": c["task_id"], "step_id": "first",
-                    "claim_token": c["claim_token"], "status": "success"}
+            body = {
+                "task_id": c["task_id"],
+                "step_id": "first",
+                "claim_token": c["claim_token"],
+                "status": "success",
+            }
             r = await a.post("/v1/results", json=body)
             accepted = time.perf_counter()
             r.raise_for_status()
@@ -118,8 +143,9 @@ async def handoff(url: str, rounds: int) -> list[float]:
             # estimated as the report's completion minus half its round trip.
             samples.append(max(0.0, (received - accepted) * 1000))
             c2 = got.json()
-            await b.post("/v1/results", json={**body, "step_id": "second",
-                                               "claim_token": c2["claim_token"]})
+            await b.post(
+                "/v1/results", json={**body, "step_id": "second", "claim_token": c2["claim_token"]}
+            )
     return samples
 
 
@@ -130,6 +156,9 @@ async def main() -> None:
     parser.add_argument("--tasks", type=int, default=10)
     parser.add_argument("--sqlite", action="store_true", help="use SQLite instead of PostgreSQL")
     parser.add_argument("--handoff-rounds", type=int, default=200)
+    parser.add_argument(
+        "--batch", type=int, default=1, help="steps per claim and per report request"
+    )
     args = parser.parse_args()
 
     port = free_port()
@@ -141,9 +170,16 @@ async def main() -> None:
         else:
             db_cm = postgres_database()
             db_url = await db_cm.__aenter__()
-        env = {**os.environ, "AM_DATABASE_URL": db_url, "AM_ADMIN_TOKEN": TOKEN,
-               "AM_AUTO_MIGRATE": "true", "AM_PORT": str(port), "AM_LOG_LEVEL": "warning",
-               "AM_DB_POOL_SIZE": "10"}
+        env = {
+            **os.environ,
+            "AM_DATABASE_URL": db_url,
+            "AM_ADMIN_TOKEN": TOKEN,
+            "AM_AUTO_MIGRATE": "true",
+            "AM_PORT": str(port),
+            "AM_LOG_LEVEL": "warning",
+            "AM_DB_POOL_SIZE": "10",
+            "AM_EMBEDDED_AGENTS": "false",
+        }
         proc = subprocess.Popen([sys.executable, "-m", "agent_manager", "serve"], env=env, cwd=tmp)
         try:
             await wait_ready(url, proc)
@@ -154,7 +190,7 @@ async def main() -> None:
                     steps = [{"id": f"s{i}", "role": "noop"} for i in range(per_task)]
                     r = await client.post("/v1/tasks", json={"goal": f"bench {t}", "steps": steps})
                     r.raise_for_status()
-            done, seconds, claim_ms, report_ms = await run_clients(url, args.clients)
+            done, seconds, claim_ms, report_ms = await run_clients(url, args.clients, args.batch)
             hand = await handoff(url, args.handoff_rounds)
         finally:
             proc.terminate()
@@ -164,13 +200,20 @@ async def main() -> None:
 
     backend = "sqlite" if args.sqlite else "postgresql"
     print(f"backend            {backend}")
-    print(f"steps              {done} by {args.clients} clients in {seconds:.2f} s")
+    print(
+        f"steps              {done} by {args.clients} clients in {seconds:.2f} s"
+        f" ({args.batch} per request)"
+    )
     print(f"throughput         {done / seconds:,.0f} steps/s (claim + report over HTTP)")
     for name, xs in (("claim", claim_ms), ("report", report_ms)):
-        print(f"{name:<8} latency   p50 {percentile(xs, 50):.2f} ms  p95 {percentile(xs, 95):.2f} ms"
-              f"  p99 {percentile(xs, 99):.2f} ms")
-    print(f"hand-off           median {statistics.median(hand):.2f} ms  "
-          f"p95 {percentile(hand, 95):.2f} ms  ({len(hand)} rounds)")
+        print(
+            f"{name:<8} request   p50 {percentile(xs, 50):.2f} ms  p95 {percentile(xs, 95):.2f} ms"
+            f"  p99 {percentile(xs, 99):.2f} ms"
+        )
+    print(
+        f"hand-off           median {statistics.median(hand):.2f} ms  "
+        f"p95 {percentile(hand, 95):.2f} ms  ({len(hand)} rounds)"
+    )
 
 
 if __name__ == "__main__":

@@ -17,11 +17,15 @@ from agent_manager.errors import Unauthorized
 _bearer = HTTPBearer(auto_error=False, description="an AgentManager API token")
 
 
-def get_manager(request: Request) -> AgentManager:
+# Dependencies are ``async def`` even when they do not await: FastAPI runs plain
+# ``def`` dependencies in a thread pool, a thread hop on every request.
+
+
+async def get_manager(request: Request) -> AgentManager:
     return request.app.state.manager  # type: ignore[no-any-return]
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -28,7 +27,7 @@ from agent_manager.db import pg_hot, queries
 from agent_manager.db.engine import Database
 from agent_manager.db.queries import ClaimedRow
 from agent_manager.db.tables import ResultORM, TaskGraphORM, TaskStepORM, utcnow
-from agent_manager.errors import Conflict, NotFound, StaleClaim
+from agent_manager.errors import AgentManagerError, Conflict, NotFound, StaleClaim
 from agent_manager.models import StepStatus, TaskStatus
 from agent_manager.retry import RetryPolicy
 from agent_manager.schemas import (
@@ -159,59 +158,68 @@ class AgentManager:
         self, *, agent_id: str, roles: tuple[str, ...], token_id: str | None = None
     ) -> ClaimPublic | None:
         """Atomically claim the best ready step of ``roles``, or None."""
-        now = self.clock()
-        token = secrets.token_urlsafe(24)
-        if self.db.is_postgres:
-            return await self._claim_postgres(agent_id, roles, token_id, token, now)
-        async with self.db.transaction() as session:
-            await self._touch_agent(session, agent_id, roles, token_id, now)
-            claimed = await queries.claim_next_step(
-                session, roles=roles, agent_id=agent_id, claim_token=token, now=now
-            )
-            if claimed is None:
-                return None
-            context = await claim_context(session, claimed=claimed)
-            events = EventBuffer(now)
-            events.add(
-                claimed.task_id,
-                "step.claimed",
-                claimed.id,
-                agent_id=agent_id,
-                attempt=claimed.attempt,
-                role=claimed.role,
-            )
-            await events.flush(session)
-        return _claim_public(claimed, token, context)
+        claims = await self.claim_many(agent_id=agent_id, roles=roles, token_id=token_id)
+        return claims[0] if claims else None
 
-    async def _claim_postgres(
+    async def claim_many(
         self,
+        *,
         agent_id: str,
         roles: tuple[str, ...],
-        token_id: str | None,
-        token: str,
-        now: datetime,
-    ) -> ClaimPublic | None:
+        limit: int = 1,
+        token_id: str | None = None,
+    ) -> list[ClaimPublic]:
+        """Atomically claim up to ``limit`` ready steps of ``roles``, best first."""
+        now = self.clock()
         if self._agent_due(agent_id, now):
             async with self.db.transaction() as session:
                 await queries.touch_agent(
                     session, agent_id=agent_id, roles=sorted(roles), token_id=token_id, now=now
                 )
-        async with pg_hot.raw_connection(self.db.engine) as conn:
-            claimed = await pg_hot.claim(
-                conn, roles=roles, agent_id=agent_id, claim_token=token, now=now
-            )
-        if claimed is None:
-            return None
-        if claimed.depends_on or claimed.rework_notes or claimed.id.startswith("_"):
-            async with self.db.sessions() as session:
-                context = await claim_context(session, claimed=claimed)
+        if self.db.is_postgres:
+            async with pg_hot.raw_connection(self.db.engine) as conn:
+                claimed = await pg_hot.claim(
+                    conn, roles=roles, agent_id=agent_id, now=now, limit=limit
+                )
         else:
-            context = ClaimContext(dependencies={}, rework_notes=[])
-        return _claim_public(claimed, token, context)
+            async with self.db.transaction() as session:
+                claimed = await queries.claim_steps(
+                    session, roles=roles, agent_id=agent_id, now=now, limit=limit
+                )
+                events = EventBuffer(now)
+                for c in claimed:
+                    events.add(
+                        c.task_id,
+                        "step.claimed",
+                        c.id,
+                        agent_id=agent_id,
+                        attempt=c.attempt,
+                        role=c.role,
+                    )
+                await events.flush(session)
+        if not claimed:
+            return []
+        # Steps without dependencies or notes (most of them) need no second query.
+        needs_context = [
+            c for c in claimed if c.depends_on or c.rework_notes or c.id.startswith("_")
+        ]
+        contexts: dict[tuple[str, str], ClaimContext] = {}
+        if needs_context:
+            async with self.db.sessions() as session:
+                for c in needs_context:
+                    contexts[(c.task_id, c.id)] = await claim_context(session, claimed=c)
+        empty = ClaimContext(dependencies={}, rework_notes=[])
+        return [_claim_public(c, contexts.get((c.task_id, c.id), empty)) for c in claimed]
 
     async def claim_waiting(
-        self, *, agent_id: str, roles: tuple[str, ...], wait: float, token_id: str | None = None
-    ) -> ClaimPublic | None:
+        self,
+        *,
+        agent_id: str,
+        roles: tuple[str, ...],
+        wait: float,
+        limit: int = 1,
+        token_id: str | None = None,
+    ) -> list[ClaimPublic]:
         """Claim, long-polling up to ``wait`` seconds for a step of ``roles``.
 
         The waiter subscribes before each attempt, so no wake-up can fall between an
@@ -221,21 +229,23 @@ class AgentManager:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         waiter = self.notifier.subscribe(roles)
-        claim = None
+        claims: list[ClaimPublic] = []
         try:
             while True:
                 waiter.consume()  # this attempt uses any wake received so far
-                claim = await self.claim(agent_id=agent_id, roles=roles, token_id=token_id)
+                claims = await self.claim_many(
+                    agent_id=agent_id, roles=roles, limit=limit, token_id=token_id
+                )
                 remaining = deadline - loop.time()
-                if claim is not None or remaining <= 0 or self.closing:
-                    return claim
+                if claims or remaining <= 0 or self.closing:
+                    return claims
                 async with self.db.sessions() as session:
                     due = await queries.next_ready_time(session, roles=roles, now=self.clock())
                 if due is not None:
                     remaining = min(remaining, (due - self.clock()).total_seconds() + 0.005)
                 await waiter.wait(remaining)
         finally:
-            waiter.close(claimed=claim is not None)
+            waiter.close(claimed=bool(claims))
 
     def _agent_due(self, agent_id: str, now: datetime) -> bool:
         """One agent-table write per worker every few seconds, not one per claim."""
@@ -243,20 +253,6 @@ class AgentManager:
             return False
         self._agents_seen[agent_id] = now.timestamp()
         return True
-
-    async def _touch_agent(
-        self,
-        session: AsyncSession,
-        agent_id: str,
-        roles: Iterable[str],
-        token_id: str | None,
-        now: datetime,
-    ) -> None:
-        if not self._agent_due(agent_id, now):
-            return
-        await queries.touch_agent(
-            session, agent_id=agent_id, roles=sorted(roles), token_id=token_id, now=now
-        )
 
     # -- heartbeats and results -------------------------------------------------
 
@@ -276,8 +272,8 @@ class AgentManager:
             if step.status != StepStatus.CLAIMED:
                 raise StaleClaim(_stale_reason(step))
             step.lease_expires_at = now + timedelta(seconds=step.lease_seconds)
-            if agent_id:
-                await self._touch_agent(session, agent_id, [step.role], None, now)
+            if agent_id and self._agent_due(agent_id, now):
+                await queries.agent_seen(session, agent_id=agent_id, now=now)
             return HeartbeatOut(lease_expires_at=step.lease_expires_at, cancelled=False)
 
     async def report_result(self, report: ResultCreate) -> ResultAck:
@@ -327,6 +323,46 @@ class AgentManager:
             ack = _ack(result)
         self.wake(woken)
         return ack
+
+    async def report_many(self, reports: list[ResultCreate]) -> list[ResultAck | AgentManagerError]:
+        """Report several results; each answered as by :meth:`report_result`.
+
+        On PostgreSQL the successes of current claims of work steps are finished
+        together in one statement; everything else goes through the one-by-one path.
+        """
+        answers: dict[int, ResultAck | AgentManagerError] = {}
+        if self.db.is_postgres:
+            fast = [
+                (n, r)
+                for n, r in enumerate(reports)
+                if r.status == "success" and not cycle.is_system_step(r.step_id)
+            ]
+            if fast:
+                async with pg_hot.raw_connection(self.db.engine) as conn:
+                    done = await pg_hot.report_successes(
+                        conn, reports=[r for _, r in fast], now=self.clock()
+                    )
+                woken = list(done.ready_roles)
+                for task_id in done.finished_tasks:
+                    woken += await self.finish_phase(task_id=task_id)
+                self.wake(woken)
+                for n, r in fast:
+                    if r.claim_token in done.acks:
+                        result_id, attempt = done.acks[r.claim_token]
+                        answers[n] = ResultAck(
+                            result_id=result_id,
+                            task_id=r.task_id,
+                            step_id=r.step_id,
+                            attempt=attempt,
+                            outcome="done",
+                        )
+        for n, report in enumerate(reports):
+            if n not in answers:
+                try:
+                    answers[n] = await self.report_result(report)
+                except AgentManagerError as exc:
+                    answers[n] = exc
+        return [answers[n] for n in range(len(reports))]
 
     async def _report_success_postgres(self, report: ResultCreate) -> ResultAck | None:
         now = self.clock()
@@ -591,7 +627,7 @@ def _outcome(step: TaskStepORM, report: ResultCreate) -> str:
     return "failed"
 
 
-def _claim_public(claimed: ClaimedRow, token: str, context: ClaimContext) -> ClaimPublic:
+def _claim_public(claimed: ClaimedRow, context: ClaimContext) -> ClaimPublic:
     return ClaimPublic(
         task_id=claimed.task_id,
         step=ClaimedStep(
@@ -605,7 +641,7 @@ def _claim_public(claimed: ClaimedRow, token: str, context: ClaimContext) -> Cla
             rework_round=claimed.rework_round,
         ),
         goal=claimed.goal,
-        claim_token=token,
+        claim_token=claimed.claim_token,
         lease_expires_at=claimed.lease_expires_at,
         lease_seconds=claimed.lease_seconds,
         context=context,

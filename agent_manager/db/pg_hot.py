@@ -28,30 +28,33 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from agent_manager.db.queries import ClaimedRow
 from agent_manager.errors import Unavailable
 
-CLAIM = """
+_CLAIM = """
 WITH picked AS (
     SELECT task_id, id FROM steps
-    WHERE status = 'ready' AND role = ANY($1::varchar[]) AND ready_at <= $2
+    WHERE status = 'ready' AND {role_filter} AND ready_at <= $2
     ORDER BY priority DESC, ready_at, task_id, id
-    LIMIT 1
+    LIMIT $4
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE steps s
-    SET status = 'claimed', claim_token = $3, agent_id = $4, claimed_at = $2,
-        updated_at = $2, lease_expires_at = $2 + make_interval(secs => s.lease_seconds)
+    SET status = 'claimed', agent_id = $3, claimed_at = $2, updated_at = $2,
+        claim_token = replace(gen_random_uuid()::text, '-', ''),
+        lease_expires_at = $2 + make_interval(secs => s.lease_seconds)
     FROM picked, tasks t
     WHERE s.task_id = picked.task_id AND s.id = picked.id AND t.id = s.task_id
     RETURNING s.task_id, s.id, s.role, s.instruction, s.depends_on, s.files, s.attempt,
               s.max_attempts, s.lease_seconds, s.lease_expires_at, s.rework_notes,
-              s.rework_round, t.goal
+              s.rework_round, t.goal, s.claim_token, s.priority, s.ready_at
 ), logged AS (
     INSERT INTO events (task_id, step_id, type, data, created_at)
     SELECT task_id, id, 'step.claimed',
-           jsonb_build_object('agent_id', $4::text, 'attempt', attempt, 'role', role), $2
+           jsonb_build_object('agent_id', $3::text, 'attempt', attempt, 'role', role), $2
     FROM claimed
 )
-SELECT * FROM claimed
+SELECT * FROM claimed ORDER BY priority DESC, ready_at, task_id, id
 """
+CLAIM_ONE_ROLE = _CLAIM.format(role_filter="role = $1::varchar")
+CLAIM_ROLES = _CLAIM.format(role_filter="role = ANY($1::varchar[])")
 
 REPORT_SUCCESS = """
 WITH finished AS (
@@ -131,11 +134,19 @@ async def claim(
     *,
     roles: Sequence[str],
     agent_id: str,
-    claim_token: str,
     now: datetime,
-) -> ClaimedRow | None:
-    row = await conn.fetchrow(CLAIM, list(roles), now, claim_token, agent_id)
-    return ClaimedRow(*row.values()) if row is not None else None
+    limit: int = 1,
+) -> list[ClaimedRow]:
+    """Claim up to ``limit`` ready steps of ``roles``, best first, in one statement.
+
+    Claim tokens come from ``gen_random_uuid()`` (122 random bits, built into
+    PostgreSQL 13+), so a batch needs no round trip per token.
+    """
+    if len(roles) == 1:
+        rows = await conn.fetch(CLAIM_ONE_ROLE, roles[0], now, agent_id, limit)
+    else:
+        rows = await conn.fetch(CLAIM_ROLES, list(roles), now, agent_id, limit)
+    return [ClaimedRow(*tuple(row.values())[:14]) for row in rows]
 
 
 async def report_success(
@@ -178,3 +189,108 @@ async def report_success(
         steps_remaining=row["steps_remaining"],
         ready_roles=list(row["ready_roles"]),
     )
+
+
+REPORT_SUCCESSES = """
+WITH input AS (
+    SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[],
+                         $5::text[], $6::text[], $7::int[], $8::int[], $9::int[],
+                         $10::text[], $11::bool[])
+        AS i(task_id, step_id, claim_token, agent_id, output, ra_history,
+             prompt_tokens, completion_tokens, total_tokens, error, retryable)
+), finished AS (
+    UPDATE steps s
+    SET status = 'done', lease_expires_at = NULL, last_error = NULL, updated_at = $12
+    FROM input i
+    WHERE s.task_id = i.task_id AND s.id = i.step_id AND s.claim_token = i.claim_token
+      AND s.status = 'claimed'
+      AND (i.agent_id IS NULL OR s.agent_id IS NULL OR s.agent_id = i.agent_id)
+    RETURNING s.task_id, s.id, s.role, s.attempt, s.agent_id, s.dependents,
+              s.holds_locks, s.rework_round, s.claim_token
+), stored AS (
+    INSERT INTO results (task_id, step_id, attempt, rework_round, claim_token, agent_id,
+                         status, output, ra_history, prompt_tokens, completion_tokens,
+                         total_tokens, error, retryable, outcome, created_at)
+    SELECT f.task_id, f.id, f.attempt, f.rework_round, f.claim_token,
+           COALESCE(i.agent_id, f.agent_id), 'success', i.output::jsonb,
+           i.ra_history::jsonb, i.prompt_tokens, i.completion_tokens, i.total_tokens,
+           i.error, i.retryable, 'done', $12
+    FROM finished f JOIN input i ON i.claim_token = f.claim_token
+    RETURNING id, claim_token, attempt
+), edges AS (
+    -- Two finished steps may share a dependent: count them together.
+    SELECT f.task_id, d.dep_id, count(*) AS n
+    FROM finished f, jsonb_array_elements_text(f.dependents) AS d(dep_id)
+    GROUP BY f.task_id, d.dep_id
+), promoted AS (
+    UPDATE steps d
+    SET remaining_deps = d.remaining_deps - e.n,
+        status = CASE WHEN d.remaining_deps <= e.n THEN 'ready' ELSE d.status END,
+        ready_at = CASE WHEN d.remaining_deps <= e.n THEN $12 ELSE d.ready_at END,
+        updated_at = $12
+    FROM edges e
+    WHERE d.task_id = e.task_id AND d.id = e.dep_id AND d.status = 'pending'
+    RETURNING d.task_id, d.id, d.role, d.status
+), counted AS (
+    UPDATE tasks t SET steps_remaining = t.steps_remaining - c.n
+    FROM (SELECT task_id, count(*) AS n FROM finished GROUP BY task_id) c
+    WHERE t.id = c.task_id
+    RETURNING t.id, t.steps_remaining
+), unlocked AS (
+    DELETE FROM file_access fa USING finished f
+    WHERE fa.claim_token = f.claim_token AND f.holds_locks
+), logged AS (
+    INSERT INTO events (task_id, step_id, type, data, created_at)
+    SELECT task_id, id, 'step.done',
+           jsonb_build_object('attempt', attempt, 'agent_id', agent_id), $12
+    FROM finished
+    UNION ALL
+    SELECT task_id, id, 'step.ready', jsonb_build_object('role', role), $12
+    FROM promoted WHERE status = 'ready'
+)
+SELECT 'result' AS kind, claim_token AS key, id AS number, attempt AS extra FROM stored
+UNION ALL
+SELECT 'ready', role, NULL, NULL FROM promoted WHERE status = 'ready'
+UNION ALL
+SELECT 'task', id, steps_remaining, NULL FROM counted
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedMany:
+    acks: dict[str, tuple[int, int]]  # claim token -> (result id, attempt)
+    ready_roles: list[str]
+    finished_tasks: list[str]  # tasks whose last work step is now done
+
+
+async def report_successes(
+    conn: asyncpg.Connection, *, reports: Sequence[Any], now: datetime
+) -> ReportedMany:
+    """Finish many work steps in one statement. Reports whose claim is not current are
+    simply absent from ``acks``; the caller handles them one by one."""
+    rows = await conn.fetch(
+        REPORT_SUCCESSES,
+        [r.task_id for r in reports],
+        [r.step_id for r in reports],
+        [r.claim_token for r in reports],
+        [r.agent_id for r in reports],
+        [json.dumps(r.output) for r in reports],
+        [json.dumps([ta.model_dump(mode="json") for ta in r.ra_history]) for r in reports],
+        [r.usage.prompt_tokens for r in reports],
+        [r.usage.completion_tokens for r in reports],
+        [r.usage.total_tokens for r in reports],
+        [r.error for r in reports],
+        [r.retryable for r in reports],
+        now,
+    )
+    acks: dict[str, tuple[int, int]] = {}
+    ready: list[str] = []
+    finished: list[str] = []
+    for kind, key, number, extra in rows:
+        if kind == "result":
+            acks[key] = (number, extra)
+        elif kind == "ready":
+            ready.append(key)
+        elif number == 0:
+            finished.append(key)
+    return ReportedMany(acks=acks, ready_roles=ready, finished_tasks=finished)

@@ -18,12 +18,13 @@ finished step's dependents, so its cost does not grow with the graph.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, literal, or_, select, true, tuple_, update
+from sqlalchemy import and_, case, delete, func, literal, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_manager.db.tables import (
@@ -42,7 +43,7 @@ steps = TaskStepORM.__table__
 tasks = TaskGraphORM.__table__
 
 
-def _claimable(roles: Sequence[str], now: datetime) -> Any:
+def _claimable(roles: Sequence[str], now: datetime, limit: int = 1) -> Any:
     return (
         select(steps.c.task_id, steps.c.id)
         .where(
@@ -51,13 +52,13 @@ def _claimable(roles: Sequence[str], now: datetime) -> Any:
             steps.c.ready_at <= now,
         )
         .order_by(steps.c.priority.desc(), steps.c.ready_at, steps.c.task_id, steps.c.id)
-        .limit(1)
+        .limit(limit)
     )
 
 
 @dataclass(frozen=True, slots=True)
 class ClaimedRow:
-    """A step as it was claimed, with its task's goal."""
+    """A step as it was claimed, with its task's goal and its new claim token."""
 
     task_id: str
     id: str
@@ -72,6 +73,7 @@ class ClaimedRow:
     rework_notes: list[str]
     rework_round: int
     goal: str
+    claim_token: str
 
 
 _CLAIMED_COLUMNS = (
@@ -90,59 +92,51 @@ _CLAIMED_COLUMNS = (
 )
 
 
-async def claim_next_step(
+def new_claim_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+async def claim_steps(
     session: AsyncSession,
     *,
     roles: Sequence[str],
     agent_id: str,
-    claim_token: str,
     now: datetime,
-) -> ClaimedRow | None:
-    """Claim the best ready step of ``roles``: highest priority, then longest ready."""
-    claim_values = {
-        "status": StepStatus.CLAIMED.value,
-        "claim_token": claim_token,
-        "agent_id": agent_id,
-        "claimed_at": now,
-        "updated_at": now,
-    }
-    if session.bind.dialect.name == "postgresql":
-        # One statement: pick, lock (skipping rows other claimers hold), claim, and
-        # return the step with its task's goal.
-        expires = literal(now, UTCDateTime()) + func.make_interval(
-            0, 0, 0, 0, 0, 0, steps.c.lease_seconds
+    limit: int = 1,
+) -> list[ClaimedRow]:
+    """Claim up to ``limit`` ready steps of ``roles``, best first (SQLite).
+
+    This transaction holds the database's write lock (``BEGIN IMMEDIATE``), so
+    pick-then-update cannot race with another claimer in any process. PostgreSQL
+    uses the single statement in :mod:`agent_manager.db.pg_hot` instead.
+    """
+    picked = (
+        await session.execute(
+            _claimable(roles, now, limit)
+            .add_columns(steps.c.lease_seconds, tasks.c.goal)
+            .join_from(steps, tasks, tasks.c.id == steps.c.task_id)
         )
-        candidate = _claimable(roles, now).with_for_update(skip_locked=True)
+    ).all()
+    claimed = []
+    for task_id, step_id, lease_seconds, goal in picked:
+        token = new_claim_token()
         row = (
             await session.execute(
                 update(steps)
-                .where(tuple_(steps.c.task_id, steps.c.id).in_(candidate))
-                .where(tasks.c.id == steps.c.task_id)
-                .values(**claim_values, lease_expires_at=expires)
-                .returning(*_CLAIMED_COLUMNS, tasks.c.goal)
+                .where(steps.c.task_id == task_id, steps.c.id == step_id)
+                .values(
+                    status=StepStatus.CLAIMED.value,
+                    claim_token=token,
+                    agent_id=agent_id,
+                    claimed_at=now,
+                    updated_at=now,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds),
+                )
+                .returning(*_CLAIMED_COLUMNS)
             )
-        ).first()
-        return ClaimedRow(*row) if row is not None else None
-
-    # SQLite: this transaction holds the database's write lock, so pick-then-update
-    # cannot race with another claimer in any process.
-    picked = (
-        await session.execute(_claimable(roles, now).add_columns(steps.c.lease_seconds))
-    ).first()
-    if picked is None:
-        return None
-    task_id, step_id, lease_seconds = picked
-    row = (
-        await session.execute(
-            update(steps)
-            .where(steps.c.task_id == task_id, steps.c.id == step_id)
-            .values(**claim_values, lease_expires_at=now + timedelta(seconds=lease_seconds))
-            .returning(*_CLAIMED_COLUMNS)
-        )
-    ).first()
-    assert row is not None
-    goal = await session.scalar(select(tasks.c.goal).where(tasks.c.id == task_id))
-    return ClaimedRow(*row, goal=goal)
+        ).one()
+        claimed.append(ClaimedRow(*row, goal=goal, claim_token=token))
+    return claimed
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,3 +347,8 @@ async def stalled_tasks(session: AsyncSession, *, limit: int = 100) -> list[str]
         .limit(limit)
     )
     return list(rows)
+
+
+async def agent_seen(session: AsyncSession, *, agent_id: str, now: datetime) -> None:
+    """A known worker spoke (a heartbeat): note the time, keep its roles."""
+    await session.execute(update(AgentORM).where(AgentORM.id == agent_id).values(last_seen_at=now))

@@ -130,12 +130,15 @@ class TaskStepORM(Base):
 
     __table_args__ = (
         ForeignKeyConstraint(["task_id"], ["tasks.id"], ondelete="CASCADE"),
-        # The claim query reads only ready rows, best first.
+        # The claim query reads only ready rows, in exactly its ORDER BY, so taking
+        # the best step of a role is one index probe however many are ready.
         Index(
             "ix_steps_claimable",
             "role",
-            "priority",
+            text("priority DESC"),
             "ready_at",
+            "task_id",
+            "id",
             postgresql_where=text("status = 'ready'"),
             sqlite_where=text("status = 'ready'"),
         ),

@@ -8,8 +8,19 @@ from fastapi import APIRouter, Query, Response
 
 from agent_manager.api.deps import ManagerDep, SettingsDep, Worker
 from agent_manager.core.auth import Principal
-from agent_manager.errors import InvalidRequest
-from agent_manager.schemas import ClaimPublic, HeartbeatIn, HeartbeatOut, ResultAck, ResultCreate
+from agent_manager.errors import AgentManagerError, InvalidRequest
+from agent_manager.schemas import (
+    ClaimBatch,
+    ClaimPublic,
+    ClaimRequest,
+    ErrorBody,
+    HeartbeatIn,
+    HeartbeatOut,
+    ResultAck,
+    ResultBatch,
+    ResultBatchAck,
+    ResultCreate,
+)
 
 router = APIRouter(prefix="/v1", tags=["work"])
 
@@ -46,10 +57,10 @@ async def _claim(
 ) -> ClaimPublic | Response:
     if wait > settings.max_claim_wait:
         raise InvalidRequest(f"wait: at most {settings.max_claim_wait:g} seconds")
-    claim = await manager.claim_waiting(
+    claims = await manager.claim_waiting(
         agent_id=agent_id, roles=roles, wait=wait, token_id=principal.token_id
     )
-    return claim if claim is not None else Response(status_code=204)
+    return claims[0] if claims else Response(status_code=204)
 
 
 @router.get(
@@ -84,6 +95,29 @@ async def claim_ready_step_by_path(
     return await _claim(manager, settings, principal, agent_id, roles, wait)
 
 
+@router.post(
+    "/claims",
+    response_model=ClaimBatch,
+    responses={204: {"description": "nothing ready within the wait"}},
+)
+async def claim_steps(
+    body: ClaimRequest, manager: ManagerDep, settings: SettingsDep, principal: Worker
+) -> ClaimBatch | Response:
+    """Claim up to ``max`` ready steps at once (a worker that runs several in parallel,
+    or prefetches); long-polls until at least one is ready. 204 if none."""
+    if body.wait > settings.max_claim_wait:
+        raise InvalidRequest(f"wait: at most {settings.max_claim_wait:g} seconds")
+    roles = _roles(body.roles, principal)
+    claims = await manager.claim_waiting(
+        agent_id=body.agent_id,
+        roles=roles,
+        wait=body.wait,
+        limit=body.max,
+        token_id=principal.token_id,
+    )
+    return ClaimBatch(claims=claims) if claims else Response(status_code=204)
+
+
 @router.post("/steps/{step_id}/heartbeat", response_model=HeartbeatOut)
 async def heartbeat(
     step_id: str, body: HeartbeatIn, manager: ManagerDep, _: Worker
@@ -94,6 +128,21 @@ async def heartbeat(
         step_id=step_id,
         claim_token=body.claim_token,
         agent_id=body.agent_id,
+    )
+
+
+@router.post("/results/batch", response_model=ResultBatchAck)
+async def report_results(body: ResultBatch, manager: ManagerDep, _: Worker) -> ResultBatchAck:
+    """Report several results; each is handled on its own, as by ``POST /v1/results``,
+    and answered in order with its ack or its error."""
+    answers = await manager.report_many(body.results)
+    return ResultBatchAck(
+        results=[
+            ErrorBody(code=a.code, message=a.message, details=a.details)
+            if isinstance(a, AgentManagerError)
+            else a
+            for a in answers
+        ]
     )
 
 

@@ -185,7 +185,7 @@ def upgrade() -> None:
     with op.batch_alter_table("steps", schema=None) as batch_op:
         batch_op.create_index(
             "ix_steps_claimable",
-            ["role", "priority", "ready_at"],
+            ["role", sa.text("priority DESC"), "ready_at", "task_id", "id"],
             unique=False,
             postgresql_where=sa.text("status = 'ready'"),
             sqlite_where=sa.text("status = 'ready'"),
