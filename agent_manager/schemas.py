@@ -31,6 +31,11 @@ class TaskOptions(BaseModel):
     max_attempts: int = Field(default=3, ge=1, le=50)
     lease_seconds: float | None = Field(default=None, ge=1, le=86_400)
     priority: int = Field(default=0, ge=-1000, le=1000)
+    roles: list[str] | None = Field(
+        default=None,
+        max_length=32,
+        description="roles the planner may give steps (default: AM_PLANNER_ROLES)",
+    )
 
 
 class TaskCreate(BaseModel):
