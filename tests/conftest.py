@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from agent_manager.core.manager import AgentManager
 from agent_manager.db import migrate
 from agent_manager.db.engine import Database
-from agent_manager.core.manager import AgentManager
 from agent_manager.retry import RetryPolicy
 from tests.databases import database_url
 from tests.server import LiveServer, running_server

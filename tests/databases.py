@@ -7,7 +7,6 @@ reason, unless AM_TEST_REQUIRE_POSTGRES=1 (set by CI), where they fail.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -23,7 +22,7 @@ ADMIN_DSNS = [
     "postgresql://postgres@127.0.0.1:5432/postgres",
 ]
 
-_reachable: str | None | bool = False  # False: not probed yet
+_reachable: str | bool | None = False  # False: not probed yet
 
 
 async def _probe() -> str | None:
@@ -34,7 +33,7 @@ async def _probe() -> str | None:
     for dsn in filter(None, ADMIN_DSNS):
         try:
             conn = await asyncpg.connect(dsn, timeout=3)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, asyncpg.PostgresError):
             continue
         await conn.close()
         _reachable = dsn

@@ -63,7 +63,8 @@ class BodySizeLimit:
                 "message": f"the request body is larger than {self.max_bytes} bytes "
                 "(AM_MAX_REQUEST_BYTES)",
                 "details": {"max_bytes": self.max_bytes},
-            }
+            },
+            separators=(",", ":"),
         ).encode()
         await send(
             {

@@ -17,8 +17,12 @@ class _Server(uvicorn.Server):
     a minute would hold that up, so on the signal we wake every waiter first (they
     answer 204) and the process stops promptly."""
 
+    def __init__(self, config: uvicorn.Config, app: Any) -> None:
+        super().__init__(config)
+        self.app = app
+
     def handle_exit(self, sig: int, frame: Any) -> None:
-        manager = getattr(self.config.loaded_app_state, "manager", None)
+        manager = getattr(self.app.state, "manager", None)
         if manager is not None:
             # Signal handlers run between bytecodes; hand the work to the loop.
             asyncio.get_running_loop().call_soon_threadsafe(manager.begin_shutdown)
@@ -45,5 +49,4 @@ def run(settings: Settings) -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
     )
-    config.loaded_app_state = app.state  # type: ignore[attr-defined]
-    _Server(config).run()
+    _Server(config, app).run()

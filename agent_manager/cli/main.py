@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -34,7 +34,7 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)  # error lines stay whole for grep and logs
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
@@ -42,6 +42,15 @@ def load_settings(**overrides: object) -> Settings:
             field = ".".join(str(p) for p in e["loc"])
             err.print(f"[red]configuration error:[/] AM_{field.upper()}: {e['msg']}")
         raise typer.Exit(2) from exc
+
+
+def database_problem(exc: BaseException) -> str:
+    """The driver's own words, on one line, without SQLAlchemy's wrapping."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    if isinstance(cause, OSError):
+        return f"cannot connect: {text}"
+    return text
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -68,12 +77,13 @@ def serve(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         run(settings)
     except AgentManagerError as exc:
         raise fail(exc.message) from exc
     except (OSError, DBAPIError) as exc:
-        raise fail(f"cannot start: {exc}") from exc
+        raise fail(f"cannot start: {database_problem(exc)}") from exc
 
 
 async def _with_db(settings: Settings, fn):  # type: ignore[no-untyped-def]
@@ -90,7 +100,7 @@ def _run_db(settings: Settings, fn):  # type: ignore[no-untyped-def]
     except AgentManagerError as exc:
         raise fail(exc.message) from exc
     except (OSError, DBAPIError) as exc:
-        raise fail(f"cannot reach the database at {settings.database_url}: {exc}") from exc
+        raise fail(f"database {settings.database_url}: {database_problem(exc)}") from exc
 
 
 @db_app.command("upgrade")
@@ -190,7 +200,8 @@ def token_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
             )
         )
         return
-    table = Table("id", "name", "scopes", "roles", "created", "revoked")
+    table = Table("name", "scopes", "roles", "created", "revoked")
+    table.add_column("id", no_wrap=True)
     for t in tokens:
         table.add_row(
             t.id,

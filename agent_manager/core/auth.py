@@ -168,7 +168,9 @@ class TokenVerifier:
             row = await session.scalar(select(ApiTokenORM).where(ApiTokenORM.token_hash == digest))
         if row is None or row.revoked_at is not None:
             self._cache.pop(digest, None)
-            raise Unauthorized("unknown or revoked token")
+            raise Unauthorized(
+                "Unknown or revoked token; ask an admin for a new one (am token create)."
+            )
         principal = Principal(
             token_id=row.id,
             name=row.name,

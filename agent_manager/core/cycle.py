@@ -26,6 +26,8 @@ from agent_manager.models import AuditReport, StepStatus, TaskStatus, TaskStep
 
 SYSTEM_ROLES = ("planner", "auditor", "synthesizer")
 SYNTHESIS_STEP_ID = "_synthesis"
+# System steps sort around the work steps: planning first, audits and synthesis after.
+_SYSTEM_POSITIONS = {"planner": -1, "auditor": 1_000_000, "synthesizer": 2_000_000}
 
 
 def audit_step_id(round_: int) -> str:
@@ -48,13 +50,14 @@ async def insert_plan(
     options = task.options
     rows = []
     woken = []
-    for step in plan.steps:
+    for position, step in enumerate(plan.steps):
         ready = not step.depends_on
         rows.append(
             {
                 "task_id": task.id,
                 "id": step.id,
                 "role": step.role,
+                "position": position,
                 "instruction": step.instruction,
                 "depends_on": list(step.depends_on),
                 "dependents": plan.dependents[step.id],
@@ -98,6 +101,7 @@ async def add_system_step(
             task_id=task.id,
             id=step_id,
             role=role,
+            position=_SYSTEM_POSITIONS[role] + task.rework_round,
             instruction=instruction,
             depends_on=[],
             dependents=[],

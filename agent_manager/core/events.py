@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_manager.db.tables import EventORM
+
+EVENTS = cast(Table, EventORM.__table__)
 
 
 class EventBuffer:
@@ -31,5 +33,5 @@ class EventBuffer:
 
     async def flush(self, session: AsyncSession) -> None:
         if self.rows:
-            await session.execute(insert(EventORM.__table__), self.rows)
+            await session.execute(insert(EVENTS), self.rows)
             self.rows = []

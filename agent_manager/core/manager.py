@@ -264,7 +264,7 @@ class AgentManager:
         async with self.db.transaction() as session:
             step = await queries.lock_step(session, task_id=task_id, step_id=step_id)
             if step is None:
-                raise NotFound(f"task '{task_id}' has no step '{step_id}'")
+                raise await _missing_step(session, task_id, step_id)
             if step.claim_token != claim_token:
                 raise StaleClaim(_stale_reason(step))
             if step.status == StepStatus.CANCELLED:
@@ -294,12 +294,17 @@ class AgentManager:
         async with self.db.transaction() as session:
             step = await queries.lock_step(session, task_id=report.task_id, step_id=report.step_id)
             if step is None:
-                raise NotFound(f"task '{report.task_id}' has no step '{report.step_id}'")
+                raise await _missing_step(session, report.task_id, report.step_id)
             if step.claim_token != report.claim_token or step.status != StepStatus.CLAIMED:
                 earlier = await session.scalar(
                     select(ResultORM).where(ResultORM.claim_token == report.claim_token)
                 )
                 if earlier is not None and earlier.step_id == step.id:
+                    if earlier.status != report.status or earlier.output != report.output:
+                        raise Conflict(
+                            f"a different result was already reported for this claim of "
+                            f"step '{step.id}' (result {earlier.id}); a claim reports once"
+                        )
                     return _ack(earlier)
                 if step.claim_token == report.claim_token and step.status == StepStatus.CANCELLED:
                     raise Conflict(f"task '{step.task_id}' was cancelled; the result is not needed")
@@ -606,6 +611,12 @@ class AgentManager:
             self.notifier.notify([role], n)
 
 
+async def _missing_step(session: AsyncSession, task_id: str, step_id: str) -> NotFound:
+    if await session.get(TaskGraphORM, task_id) is None:
+        return NotFound(f"no task '{task_id}'")
+    return NotFound(f"task '{task_id}' has no step '{step_id}'")
+
+
 def _stale_reason(step: TaskStepORM) -> str:
     status = StepStatus(step.status)
     if status == StepStatus.CLAIMED:
@@ -670,7 +681,7 @@ def _result_row(
         completion_tokens=report.usage.completion_tokens,
         total_tokens=report.usage.total_tokens,
         error=report.error,
-        retryable=report.retryable,
+        retryable=report.retryable and report.status == "failure",
         outcome=outcome,
         created_at=now,
     )

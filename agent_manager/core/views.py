@@ -62,7 +62,7 @@ async def claim_context(session: AsyncSession, *, claimed: ClaimedRow) -> ClaimC
                 .where(
                     TaskStepORM.task_id == task.id, ~TaskStepORM.id.startswith("_", autoescape=True)
                 )
-                .order_by(TaskStepORM.id)
+                .order_by(TaskStepORM.position)
             )
         ).all()
         extra["plan"] = [
@@ -137,7 +137,7 @@ async def get_task(session: AsyncSession, *, task_id: str, history: bool = False
         await session.scalars(
             select(TaskStepORM)
             .where(TaskStepORM.task_id == task_id)
-            .order_by(TaskStepORM.id.startswith("_", autoescape=True), TaskStepORM.id)
+            .order_by(TaskStepORM.position, TaskStepORM.id)
         )
     ).all()
     results = (
@@ -173,7 +173,7 @@ async def get_task(session: AsyncSession, *, task_id: str, history: bool = False
                 lease_expires_at=s.lease_expires_at,
                 rework_notes=s.rework_notes,
                 last_error=s.last_error,
-                result=(by_step.get(s.id) or [None])[-1],
+                result=by_step[s.id][-1] if s.id in by_step else None,
                 attempts=by_step.get(s.id, []) if history else [],
             )
             for s in steps

@@ -179,7 +179,7 @@ async def report_success(
         completion_tokens,
         total_tokens,
         error,
-        retryable,
+        False,  # "retryable" only means something for a failure
     )
     if row is None or row["result_id"] is None:
         return None
@@ -280,7 +280,7 @@ async def report_successes(
         [r.usage.completion_tokens for r in reports],
         [r.usage.total_tokens for r in reports],
         [r.error for r in reports],
-        [r.retryable for r in reports],
+        [False for _ in reports],  # "retryable" only means something for a failure
         now,
     )
     acks: dict[str, tuple[int, int]] = {}

@@ -22,9 +22,11 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, case, delete, func, literal, or_, select, true, update
+from sqlalchemy import Table, and_, case, delete, func, literal, or_, select, true, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_manager.db.tables import (
@@ -39,8 +41,8 @@ from agent_manager.models import StepStatus
 S = TaskStepORM
 
 
-steps = TaskStepORM.__table__
-tasks = TaskGraphORM.__table__
+steps = cast(Table, TaskStepORM.__table__)
+tasks = cast(Table, TaskGraphORM.__table__)
 
 
 def _claimable(roles: Sequence[str], now: datetime, limit: int = 1) -> Any:
@@ -135,7 +137,7 @@ async def claim_steps(
                 .returning(*_CLAIMED_COLUMNS)
             )
         ).one()
-        claimed.append(ClaimedRow(*row, goal=goal, claim_token=token))
+        claimed.append(ClaimedRow(**row._mapping, goal=goal, claim_token=token))
     return claimed
 
 
@@ -324,10 +326,7 @@ async def touch_agent(
     now: datetime,
 ) -> None:
     """Record that a worker was seen, with the roles it asked for (an upsert)."""
-    if session.bind.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as upsert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as upsert
+    upsert: Any = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     stmt = upsert(AgentORM).values(
         id=agent_id, roles=list(roles), token_id=token_id, first_seen_at=now, last_seen_at=now
     )

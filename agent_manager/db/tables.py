@@ -103,6 +103,9 @@ class TaskStepORM(Base):
     task_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     role: Mapped[str] = mapped_column(String(64))
+    # Where the step stands in the plan, so views list steps as they were planned
+    # (the planner first, audits and synthesis after the work).
+    position: Mapped[int] = mapped_column(Integer, default=0)
     instruction: Mapped[str] = mapped_column(Text, default="")
     depends_on: Mapped[list[Any]] = mapped_column(default=list)
     # The reverse edges, stored with the step so a completion finds its dependents directly.

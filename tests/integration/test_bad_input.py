@@ -309,7 +309,7 @@ async def test_chunked_body_over_the_limit_is_a_413(server: LiveServer) -> None:
 BAD_CREDENTIALS = {
     # case: (Authorization header or None, words the message must hold)
     "missing_token": (None, ["Bearer"]),
-    "invalid_token": ("Bearer am_not_a_real_token", ["unknown"]),
+    "invalid_token": ("Bearer am_not_a_real_token", ["Unknown or revoked"]),
     "malformed_header": ("Token abc", ["Authorization", "Bearer <token>"]),
     "bearer_without_token": ("Bearer", ["Bearer <token>"]),
 }
@@ -411,7 +411,7 @@ async def test_heartbeat_of_an_unknown_step_is_a_404(server: LiveServer) -> None
         r = await client.post(
             "/v1/steps/only/heartbeat", json={"task_id": "no-such-task", "claim_token": "x"}
         )
-        assert_error(r, 404, "not_found", "no-such-task", "'only'")
+        assert_error(r, 404, "not_found", "no task 'no-such-task'")
 
 
 async def test_report_for_an_unknown_step_is_a_404(server: LiveServer) -> None:
@@ -543,4 +543,16 @@ async def test_same_report_twice_is_answered_alike_and_stored_once(server: LiveS
         assert first.json()["outcome"] == "done"
         task = (await client.get(f"/v1/tasks/{task_id}", params={"history": "true"})).json()
     assert len(task["steps"][0]["attempts"]) == 1
+    assert (await row_counts(server))["results"] == 1
+
+
+async def test_a_different_second_report_for_one_claim_is_refused(server: LiveServer) -> None:
+    async with server.client() as client:
+        task_id = await submit_one(client)
+        c = await claim(client)
+        first = await client.post("/v1/results", json=report(c, output="first"))
+        assert first.status_code == 200
+        r = await client.post("/v1/results", json=report(c, output="second"))
+        assert_error(r, 409, "conflict", "different result", "'only'")
+        assert (await step_state(client, task_id, "only"))["result"]["output"] == "first"
     assert (await row_counts(server))["results"] == 1

@@ -103,15 +103,18 @@ def openai_settings(fake: FakeOpenAIServer) -> dict[str, Any]:
 async def test_goal_runs_plan_parallel_audit_rework_synthesis(db_url: str, tmp_path: Path) -> None:
     model = Model(audits_fail=1)
     with FakeOpenAIServer(responder=model) as fake:
-        async with running_server(db_url, tmp_path, **openai_settings(fake)) as server:
-            async with server.client() as client:
-                r = await client.post("/v1/tasks", json={"goal": PLAN["goal"]})
-                assert r.status_code == 201 and r.json()["status"] == "planning"
-                task = await wait_final(client, r.json()["id"])
+        async with (
+            running_server(db_url, tmp_path, **openai_settings(fake)) as server,
+            server.client() as client,
+        ):
+            r = await client.post("/v1/tasks", json={"goal": PLAN["goal"]})
+            assert r.status_code == 201 and r.json()["status"] == "planning"
+            task = await wait_final(client, r.json()["id"])
     assert task["status"] == "completed", task["error"]
     assert task["rework_round"] == 1
     steps = {s["id"]: s for s in task["steps"]}
-    assert set(steps) == {
+    # Listed as planned: planning, the work in plan order, then audits and synthesis.
+    assert list(steps) == [
         "_plan",
         "facts",
         "numbers",
@@ -120,7 +123,7 @@ async def test_goal_runs_plan_parallel_audit_rework_synthesis(db_url: str, tmp_p
         "_audit-1",
         "_audit-2",
         "_synthesis",
-    }
+    ]
     # Only the flagged step and what depends on it ran again; the others kept theirs.
     runs = {sid: len(s["attempts"]) for sid, s in steps.items()}
     assert runs["facts"] == runs["risks"] == 1
@@ -143,12 +146,14 @@ async def test_goal_runs_plan_parallel_audit_rework_synthesis(db_url: str, tmp_p
 
 async def test_spent_rework_budget_records_unresolved_findings(db_url: str, tmp_path: Path) -> None:
     with FakeOpenAIServer(responder=Model(audits_fail=99)) as fake:
-        async with running_server(db_url, tmp_path, **openai_settings(fake)) as server:
-            async with server.client() as client:
-                r = await client.post(
-                    "/v1/tasks", json={"goal": PLAN["goal"], "options": {"max_rework_rounds": 1}}
-                )
-                task = await wait_final(client, r.json()["id"])
+        async with (
+            running_server(db_url, tmp_path, **openai_settings(fake)) as server,
+            server.client() as client,
+        ):
+            r = await client.post(
+                "/v1/tasks", json={"goal": PLAN["goal"], "options": {"max_rework_rounds": 1}}
+            )
+            task = await wait_final(client, r.json()["id"])
     assert task["status"] == "completed"
     assert len(task["audits"]) == 2 and not any(a["report"]["passed"] for a in task["audits"])
     assert task["final_result"]["unresolved"][0]["step_id"] == "numbers"
@@ -156,10 +161,9 @@ async def test_spent_rework_budget_records_unresolved_findings(db_url: str, tmp_
 
 async def test_the_scripted_model_runs_the_same_cycle_offline(db_url: str, tmp_path: Path) -> None:
     settings = {"llm_provider": "scripted", "embedded_work_roles": "analyst,researcher,writer"}
-    async with running_server(db_url, tmp_path, **settings) as server:
-        async with server.client() as client:
-            r = await client.post("/v1/tasks", json={"goal": "Compare three queueing designs"})
-            task = await wait_final(client, r.json()["id"])
+    async with running_server(db_url, tmp_path, **settings) as server, server.client() as client:
+        r = await client.post("/v1/tasks", json={"goal": "Compare three queueing designs"})
+        task = await wait_final(client, r.json()["id"])
     assert task["status"] == "completed", task["error"]
     assert [a["report"]["passed"] for a in task["audits"]] == [False, True]
     assert task["rework_round"] == 1
@@ -177,11 +181,10 @@ async def test_an_unreachable_model_fails_the_task_with_the_cause(
         "llm_api_key": "sk-test",
         "llm_timeout": 1.0,
     }
-    async with running_server(db_url, tmp_path, **settings) as server:
-        async with server.client() as client:
-            r = await client.post(
-                "/v1/tasks", json={"goal": "anything", "options": {"max_attempts": 1}}
-            )
-            task = await wait_final(client, r.json()["id"], timeout=90)
+    async with running_server(db_url, tmp_path, **settings) as server, server.client() as client:
+        r = await client.post(
+            "/v1/tasks", json={"goal": "anything", "options": {"max_attempts": 1}}
+        )
+        task = await wait_final(client, r.json()["id"], timeout=90)
     assert task["status"] == "failed"
     assert "planner" in task["error"] and "connect" in task["error"].lower()

@@ -15,7 +15,7 @@ router = APIRouter(prefix="/v1", tags=["tasks"])
 
 
 @router.post("/tasks", response_model=TaskCreated, status_code=201)
-@router.post("/submit_task", response_model=TaskCreated, status_code=201, include_in_schema=False)
+@router.post("/submit_task", response_model=TaskCreated, status_code=201, tags=["seed aliases"])
 async def submit_task(
     body: TaskCreate,
     manager: ManagerDep,

@@ -80,7 +80,7 @@ async def claim_ready_step(
     return await _claim(manager, settings, principal, agent_id, _roles(role, principal), wait)
 
 
-@router.get("/tasks/{role_path}/ready", response_model=ClaimPublic, include_in_schema=False)
+@router.get("/tasks/{role_path}/ready", response_model=ClaimPublic, tags=["seed aliases"])
 async def claim_ready_step_by_path(
     role_path: str,
     manager: ManagerDep,
@@ -147,7 +147,7 @@ async def report_results(body: ResultBatch, manager: ManagerDep, _: Worker) -> R
 
 
 @router.post("/results", response_model=ResultAck)
-@router.post("/report_result", response_model=ResultAck, include_in_schema=False)
+@router.post("/report_result", response_model=ResultAck, tags=["seed aliases"])
 async def report_result(body: ResultCreate, manager: ManagerDep, _: Worker) -> ResultAck:
     """Report a claimed step's result. Repeating the same report is safe."""
     return await manager.report_result(body)

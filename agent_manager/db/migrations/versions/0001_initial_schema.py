@@ -141,6 +141,7 @@ def upgrade() -> None:
         sa.Column("task_id", sa.String(length=36), nullable=False),
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("role", sa.String(length=64), nullable=False),
+        sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("instruction", sa.Text(), nullable=False),
         sa.Column(
             "depends_on",
