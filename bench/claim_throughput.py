@@ -19,14 +19,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.databases import postgres_database  # noqa: E402
-from tests.server import free_port  # noqa: E402
+from tests.databases import postgres_database
+from tests.server import free_port
 
 TOKEN = "am_bench_admin_token_0123456789"
 
@@ -106,7 +107,12 @@ async def run_clients(
 
 
 async def handoff(url: str, rounds: int) -> list[float]:
-    """A waiter long-polls role 'next'; the reporter finishes the step it depends on."""
+    """A waiter long-polls role 'next'; the reporter finishes the step it depends on.
+
+    Measured from the server's clock when it took the report (the ``step.done``
+    event's time, stamped before the commit, so this errs long) to the moment the
+    waiting client has the claim in hand; both clocks are this machine's.
+    """
     headers = {"Authorization": f"Bearer {TOKEN}"}
     samples = []
     async with (
@@ -133,18 +139,18 @@ async def handoff(url: str, rounds: int) -> list[float]:
                 "claim_token": c["claim_token"],
                 "status": "success",
             }
-            r = await a.post("/v1/results", json=body)
-            accepted = time.perf_counter()
-            r.raise_for_status()
+            (await a.post("/v1/results", json=body)).raise_for_status()
             got = await waiting
-            received = time.perf_counter()
+            received = time.time()
             assert got.status_code == 200
-            # The report's response and the hand-off race; count from the acceptance,
-            # estimated as the report's completion minus half its round trip.
-            samples.append(max(0.0, (received - accepted) * 1000))
+            events = (await a.get(f"/v1/tasks/{c['task_id']}/events")).json()
+            done = next(e for e in events if e["type"] == "step.done")
+            accepted = datetime.fromisoformat(done["created_at"]).timestamp()
+            samples.append((received - accepted) * 1000)
             c2 = got.json()
             await b.post(
-                "/v1/results", json={**body, "step_id": "second", "claim_token": c2["claim_token"]}
+                "/v1/results",
+                json={**body, "step_id": "second", "claim_token": c2["claim_token"]},
             )
     return samples
 
@@ -180,7 +186,9 @@ async def main() -> None:
             "AM_DB_POOL_SIZE": "10",
             "AM_EMBEDDED_AGENTS": "false",
         }
-        proc = subprocess.Popen([sys.executable, "-m", "agent_manager", "serve"], env=env, cwd=tmp)
+        proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before any timing
+            [sys.executable, "-m", "agent_manager", "serve"], env=env, cwd=tmp
+        )
         try:
             await wait_ready(url, proc)
             headers = {"Authorization": f"Bearer {TOKEN}"}

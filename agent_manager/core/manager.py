@@ -199,17 +199,28 @@ class AgentManager:
                 await events.flush(session)
         if not claimed:
             return []
-        # Steps without dependencies or notes (most of them) need no second query.
+        # Most claims need no second query: no dependencies, or their outputs already
+        # came with the claim; only the server's own steps need the whole task.
         needs_context = [
-            c for c in claimed if c.depends_on or c.rework_notes or c.id.startswith("_")
+            c
+            for c in claimed
+            if c.id.startswith("_") or (c.depends_on and c.dependency_outputs is None)
         ]
         contexts: dict[tuple[str, str], ClaimContext] = {}
         if needs_context:
             async with self.db.sessions() as session:
                 for c in needs_context:
                     contexts[(c.task_id, c.id)] = await claim_context(session, claimed=c)
-        empty = ClaimContext(dependencies={}, rework_notes=[])
-        return [_claim_public(c, contexts.get((c.task_id, c.id), empty)) for c in claimed]
+        return [
+            _claim_public(
+                c,
+                contexts.get((c.task_id, c.id))
+                or ClaimContext(
+                    dependencies=c.dependency_outputs or {}, rework_notes=list(c.rework_notes)
+                ),
+            )
+            for c in claimed
+        ]
 
     async def claim_waiting(
         self,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -44,7 +44,14 @@ WITH picked AS (
     WHERE s.task_id = picked.task_id AND s.id = picked.id AND t.id = s.task_id
     RETURNING s.task_id, s.id, s.role, s.instruction, s.depends_on, s.files, s.attempt,
               s.max_attempts, s.lease_seconds, s.lease_expires_at, s.rework_notes,
-              s.rework_round, t.goal, s.claim_token, s.priority, s.ready_at
+              s.rework_round, t.goal, s.claim_token, s.priority, s.ready_at,
+              -- The latest successful output of each dependency, so the claimer gets
+              -- its context without a second round trip.
+              (SELECT coalesce(jsonb_object_agg(r.step_id, r.output), '{{}}'::jsonb)
+               FROM (SELECT DISTINCT ON (step_id) step_id, output FROM results
+                     WHERE task_id = s.task_id AND status = 'success'
+                       AND step_id IN (SELECT jsonb_array_elements_text(s.depends_on))
+                     ORDER BY step_id, id DESC) r) AS dependency_outputs
 ), logged AS (
     INSERT INTO events (task_id, step_id, type, data, created_at)
     SELECT task_id, id, 'step.claimed',
@@ -105,6 +112,9 @@ SELECT (SELECT id FROM stored) AS result_id,
 """
 
 
+_CLAIMED_FIELDS = tuple(f.name for f in fields(ClaimedRow))
+
+
 @dataclass(frozen=True, slots=True)
 class ReportedRow:
     result_id: int
@@ -146,7 +156,7 @@ async def claim(
         rows = await conn.fetch(CLAIM_ONE_ROLE, roles[0], now, agent_id, limit)
     else:
         rows = await conn.fetch(CLAIM_ROLES, list(roles), now, agent_id, limit)
-    return [ClaimedRow(*tuple(row.values())[:14]) for row in rows]
+    return [ClaimedRow(**{name: row[name] for name in _CLAIMED_FIELDS}) for row in rows]
 
 
 async def report_success(

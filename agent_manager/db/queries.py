@@ -76,6 +76,8 @@ class ClaimedRow:
     rework_round: int
     goal: str
     claim_token: str
+    # Filled in by the PostgreSQL claim statement; None: look them up.
+    dependency_outputs: dict[str, Any] | None = None
 
 
 _CLAIMED_COLUMNS = (
