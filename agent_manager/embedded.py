@@ -101,7 +101,8 @@ class EmbeddedRunner:
 
     async def _loop(self, slot: int) -> None:
         failures = 0
-        while not self._stopping.is_set():
+        # The server stopping (manager.closing) ends the loop before stop() is called.
+        while not self._stopping.is_set() and not self.manager.closing:
             try:
                 claims = await self.manager.claim_waiting(
                     agent_id=self.agent_id, roles=self.roles, wait=self.poll_seconds
@@ -128,6 +129,11 @@ class EmbeddedRunner:
             if lost.is_set() and not self._stopping.is_set():
                 return  # nothing to report: the server no longer wants this result
             raise
+        except Exception as exc:  # a bug in an agent must not take the slot down
+            log.exception("step %s/%s crashed", claim.task_id, claim.step.id)
+            outcome = StepOutcome(
+                status="failure", error=f"{type(exc).__name__}: {exc}", retryable=True
+            )
         finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -15,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent_manager import errors
+from agent_manager.core.manager import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +96,15 @@ async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _on_database_down(_: Request, exc: Exception) -> JSONResponse:
+    if is_transient(exc):  # a deadlock victim, already retried: the client may retry
+        return error_response(
+            503,
+            "unavailable",
+            "the database aborted this request in a conflict with another; retry it",
+            headers={"Retry-After": "1"},
+        )
     # Only connection-level failures are "unavailable"; other database errors are bugs.
-    if (
+    if isinstance(exc, asyncpg.PostgresError) or (
         isinstance(exc, DBAPIError)
         and not exc.connection_invalidated
         and not isinstance(exc, (OperationalError, InterfaceError))
@@ -121,3 +130,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(DBAPIError, _on_database_down)
     app.add_exception_handler(ConnectionError, _on_os_error)
+    app.add_exception_handler(asyncpg.PostgresError, _on_database_down)

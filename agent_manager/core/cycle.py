@@ -92,10 +92,10 @@ async def add_system_step(
     events: EventBuffer,
 ) -> None:
     """Queue a planner, auditor or synthesizer step, ready at once."""
-    existing = await session.get(TaskStepORM, (task.id, step_id))
-    if existing is not None:  # a synthesis queued again after a rework round
-        await session.delete(existing)
-        await session.flush()
+    if await session.get(TaskStepORM, (task.id, step_id)) is not None:
+        # Each round has its own audit step and synthesis runs once: a second one
+        # would mean a bug, and replacing the row would drop its results.
+        raise RuntimeError(f"task {task.id} already has a step '{step_id}'")
     session.add(
         TaskStepORM(
             task_id=task.id,
@@ -329,6 +329,8 @@ async def _rework(
         step.remaining_deps = sum(1 for d in step.depends_on if d in reset)
         step.attempt = 1
         step.rework_round = task.rework_round
+        step.last_error = None
+        step.holds_locks = False
         step.claim_token = step.agent_id = step.lease_expires_at = step.claimed_at = None
         step.updated_at = now
         ready = step.remaining_deps == 0

@@ -8,11 +8,13 @@ commit, so a woken claimer always finds the step.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -43,6 +45,49 @@ from agent_manager.schemas import (
 
 log = logging.getLogger(__name__)
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: PostgreSQL's "deadlock detected" and "could not serialize": the transaction was
+#: rolled back as a whole and may simply be run again.
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        state = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
+        if state in TRANSIENT_SQLSTATES:
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
+
+
+def retry_transient(
+    fn: Callable[P, Awaitable[R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Run a unit of work again when PostgreSQL aborted it as a deadlock victim.
+
+    A report locks its step, then its task; a cancel or a final failure locks the
+    task, then its open steps. When the two cross, PostgreSQL aborts one of them; the
+    rolled-back one is simply run again.
+    """
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        for attempt in range(1, 4):
+            try:
+                return await fn(*args, **kwargs)
+            except Exception as exc:
+                if attempt == 3 or not is_transient(exc):
+                    raise
+                log.info("transaction aborted (%s); running it again", exc)
+                await asyncio.sleep(0.01 * attempt)
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
 PLAN_STEP_ID = "_plan"
 
 
@@ -70,6 +115,7 @@ class AgentManager:
 
     # -- submitting -------------------------------------------------------------
 
+    @retry_transient
     async def plan_and_save_task(
         self,
         *,
@@ -161,6 +207,7 @@ class AgentManager:
         claims = await self.claim_many(agent_id=agent_id, roles=roles, token_id=token_id)
         return claims[0] if claims else None
 
+    @retry_transient
     async def claim_many(
         self,
         *,
@@ -242,7 +289,7 @@ class AgentManager:
         waiter = self.notifier.subscribe(roles)
         claims: list[ClaimPublic] = []
         try:
-            while True:
+            while not self.closing:
                 waiter.consume()  # this attempt uses any wake received so far
                 claims = await self.claim_many(
                     agent_id=agent_id, roles=roles, limit=limit, token_id=token_id
@@ -255,18 +302,22 @@ class AgentManager:
                 if due is not None:
                     remaining = min(remaining, (due - self.clock()).total_seconds() + 0.005)
                 await waiter.wait(remaining)
+            return claims
         finally:
-            waiter.close(claimed=bool(claims))
+            waiter.close()
 
     def _agent_due(self, agent_id: str, now: datetime) -> bool:
         """One agent-table write per worker every few seconds, not one per claim."""
         if now.timestamp() - self._agents_seen.get(agent_id, 0.0) < 5.0:
             return False
+        if len(self._agents_seen) > 10_000:  # many short-lived worker ids: start over
+            self._agents_seen.clear()
         self._agents_seen[agent_id] = now.timestamp()
         return True
 
     # -- heartbeats and results -------------------------------------------------
 
+    @retry_transient
     async def heartbeat(
         self, *, task_id: str, step_id: str, claim_token: str, agent_id: str | None = None
     ) -> HeartbeatOut:
@@ -287,6 +338,7 @@ class AgentManager:
                 await queries.agent_seen(session, agent_id=agent_id, now=now)
             return HeartbeatOut(lease_expires_at=step.lease_expires_at, cancelled=False)
 
+    @retry_transient
     async def report_result(self, report: ResultCreate) -> ResultAck:
         """Record one attempt's result and move the task on.
 
@@ -340,6 +392,7 @@ class AgentManager:
         self.wake(woken)
         return ack
 
+    @retry_transient
     async def report_many(self, reports: list[ResultCreate]) -> list[ResultAck | AgentManagerError]:
         """Report several results; each answered as by :meth:`report_result`.
 
@@ -348,11 +401,15 @@ class AgentManager:
         """
         answers: dict[int, ResultAck | AgentManagerError] = {}
         if self.db.is_postgres:
-            fast = [
-                (n, r)
-                for n, r in enumerate(reports)
-                if r.status == "success" and not cycle.is_system_step(r.step_id)
-            ]
+            # A claim token repeated in one batch goes once through the statement;
+            # its copies then get the stored answer on the one-by-one path.
+            seen: set[str] = set()
+            fast = []
+            for n, r in enumerate(reports):
+                if r.status == "success" and not cycle.is_system_step(r.step_id):
+                    if r.claim_token not in seen:
+                        fast.append((n, r))
+                    seen.add(r.claim_token)
             if fast:
                 async with pg_hot.raw_connection(self.db.engine) as conn:
                     done = await pg_hot.report_successes(
@@ -412,6 +469,7 @@ class AgentManager:
             outcome="done",
         )
 
+    @retry_transient
     async def finish_phase(self, *, task_id: str) -> list[str]:
         """Move a running task whose work steps are all done to its next phase.
 
@@ -553,6 +611,7 @@ class AgentManager:
 
     # -- leases -------------------------------------------------------------------
 
+    @retry_transient
     async def reap_expired_leases(self, *, limit: int = 100) -> int:
         """Return lapsed claims to ready (attempt + 1), or fail them when spent."""
         now = self.clock()
@@ -563,6 +622,10 @@ class AgentManager:
             for step in expired:
                 task = await queries.lock_task(session, task_id=step.task_id)
                 assert task is not None
+                # An earlier step of this batch may have failed the task, and with it
+                # cancelled this one.
+                if step.status != StepStatus.CLAIMED or TaskStatus(task.status).is_final:
+                    continue
                 await queries.release_locks(session, claim_tokens=[step.claim_token or ""])
                 events.add(
                     task.id,
@@ -589,6 +652,7 @@ class AgentManager:
 
     # -- cancelling ---------------------------------------------------------------
 
+    @retry_transient
     async def cancel_task(self, *, task_id: str, reason: str = "cancelled by request") -> str:
         """Cancel a task and every open step. Cancelling a finished task is a no-op."""
         now = self.clock()

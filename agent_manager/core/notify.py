@@ -17,13 +17,14 @@ from collections.abc import Iterable
 class Waiter:
     """One long-polling claimer's subscription."""
 
-    __slots__ = ("_event", "_hub", "roles", "woken")
+    __slots__ = ("_event", "_hub", "idle", "roles", "woken")
 
     def __init__(self, hub: Notifier, roles: tuple[str, ...]) -> None:
         self._hub = hub
         self._event = asyncio.Event()
         self.roles = roles
         self.woken = False
+        self.idle = False  # inside wait(), as opposed to busy claiming
 
     def wake(self) -> None:
         self.woken = True
@@ -31,11 +32,14 @@ class Waiter:
 
     async def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds; True if woken."""
+        self.idle = True
         try:
             async with asyncio.timeout(max(0.0, timeout)):
                 await self._event.wait()
         except TimeoutError:
             return False
+        finally:
+            self.idle = False
         self._event.clear()
         return True
 
@@ -43,10 +47,11 @@ class Waiter:
         """The wake was used (a claim was tried after it); do not pass it on."""
         self.woken = False
 
-    def close(self, *, claimed: bool) -> None:
-        """Unsubscribe. A wake that was not used for a claim goes to the next waiter."""
+    def close(self) -> None:
+        """Unsubscribe. A wake that came after the last claim attempt began may be for
+        a step that attempt did not see: it goes to the next waiter."""
         self._hub._remove(self)
-        if self.woken and not claimed:
+        if self.woken:
             self._hub.notify(self.roles, 1)
 
 
@@ -77,13 +82,13 @@ class Notifier:
             queue = self._waiters.get(role)
             if not queue:
                 continue
-            woken = 0
-            for waiter in queue:
-                if woken >= count:
-                    break
-                if not waiter._event.is_set():
-                    waiter.wake()
-                    woken += 1
+            # Waiters parked in wait() first: one busy claiming may already be
+            # finishing with another step and leave this one behind.
+            candidates = sorted(
+                (w for w in queue if not w._event.is_set()), key=lambda w: not w.idle
+            )
+            for waiter in candidates[:count]:
+                waiter.wake()
 
     def wake_all(self) -> None:
         for queue in list(self._waiters.values()):

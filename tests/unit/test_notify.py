@@ -104,7 +104,8 @@ async def test_waiters_wake_in_arrival_order_while_waiting() -> None:
         waiter = hub.subscribe(["analyst"])
         if await waiter.wait(2.0):
             order.append(n)
-        waiter.close(claimed=True)
+        waiter.consume()  # it claimed with that wake
+        waiter.close()
 
     tasks = []
     for n in range(4):
@@ -132,7 +133,7 @@ async def test_woken_waiter_that_leaves_without_claiming_passes_the_wake_on() ->
     hub.notify(["analyst"])
     assert await woken(first) is True
     # The client hung up before claiming: the ready step must not be stranded.
-    first.close(claimed=False)
+    first.close()
     assert await woken(second) is True
     assert hub.waiting("analyst") == 1
 
@@ -142,15 +143,34 @@ async def test_woken_waiter_that_claimed_does_not_pass_the_wake_on() -> None:
     first = hub.subscribe(["analyst"])
     second = hub.subscribe(["analyst"])
     hub.notify(["analyst"])
-    first.close(claimed=True)
+    first.consume()  # a claim attempt began after the wake: it saw that step
+    first.close()
     assert await woken(second) is False
+
+
+async def test_a_wake_during_a_claim_goes_to_a_parked_waiter_or_is_passed_on() -> None:
+    hub = Notifier()
+    busy = hub.subscribe(["analyst"])
+    parked = hub.subscribe(["analyst"])
+    parked_wait = asyncio.create_task(parked.wait(2.0))
+    await asyncio.sleep(0)  # parked is inside wait()
+    busy.consume()  # busy is claiming (not in wait) when a second step becomes ready
+    hub.notify(["analyst"])
+    assert await asyncio.wait_for(parked_wait, 1.0) is True  # the parked one, though younger
+    assert not busy.woken
+    # With nobody parked, the busy claimer is marked; if its claim already began, it
+    # cannot have seen the new step, so leaving passes the wake on.
+    hub.notify(["analyst"])
+    assert busy.woken
+    busy.close()
+    assert parked._event.is_set()
 
 
 async def test_unwoken_waiter_that_leaves_passes_nothing_on() -> None:
     hub = Notifier()
     first = hub.subscribe(["analyst"])
     second = hub.subscribe(["analyst"])
-    first.close(claimed=False)
+    first.close()
     assert await woken(second) is False
 
 
@@ -159,11 +179,12 @@ async def test_close_unsubscribes_from_every_role() -> None:
     waiter = hub.subscribe(["analyst", "writer"])
     other = hub.subscribe(["writer"])
     assert (hub.waiting("analyst"), hub.waiting("writer")) == (1, 2)
-    waiter.close(claimed=False)
+    waiter.close()
     assert (hub.waiting("analyst"), hub.waiting("writer")) == (0, 1)
     hub.notify(["writer"])
     assert not waiter.woken
     assert await woken(other) is True
-    other.close(claimed=True)
+    other.consume()
+    other.close()
     assert hub.waiting("writer") == 0
     assert hub._waiters == {}  # no empty queues left behind
