@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agent_manager.models import (
     AuditReport,
+    FileMode,
     FileSpec,
     ResultStatus,
     StepStatus,
@@ -78,6 +79,31 @@ class ResultPublic(BaseModel):
     created_at: datetime
 
 
+class LockPublic(BaseModel):
+    """A held file lock."""
+
+    id: int
+    path: str
+    mode: FileMode
+    task_id: str
+    step_id: str
+    agent_id: str | None
+    expires_at: datetime
+
+
+class LockCreate(BaseModel):
+    """An ad-hoc lock for a path a running step found it needs: ``POST /v1/locks``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: str
+    step_id: str
+    claim_token: str = Field(min_length=1)
+    path: str = Field(min_length=1, max_length=1024)
+    mode: FileMode
+    wait: float = Field(default=0.0, ge=0, le=300, description="seconds to wait for it")
+
+
 class StepPublic(BaseModel):
     id: str
     role: str
@@ -93,6 +119,7 @@ class StepPublic(BaseModel):
     lease_expires_at: datetime | None
     rework_notes: list[str]
     last_error: str | None
+    locks: list[LockPublic] = Field(default_factory=list, description="file locks it holds")
     result: ResultPublic | None = Field(description="the latest result of this step")
     attempts: list[ResultPublic] = Field(
         default_factory=list, description="every result, oldest first (only with ?history=true)"

@@ -62,6 +62,7 @@ async def insert_plan(
                 "depends_on": list(step.depends_on),
                 "dependents": plan.dependents[step.id],
                 "files": [f.model_dump() for f in step.files],
+                "has_files": bool(step.files),
                 "status": StepStatus.READY if ready else StepStatus.PENDING,
                 "remaining_deps": len(step.depends_on),
                 "priority": step.priority if step.priority is not None else options["priority"],

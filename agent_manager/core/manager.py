@@ -23,13 +23,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agent_manager.core import cycle
 from agent_manager.core.events import EventBuffer
 from agent_manager.core.notify import Notifier
-from agent_manager.core.plan import validate_plan
-from agent_manager.core.views import claim_context, latest_outputs
-from agent_manager.db import pg_hot, queries
+from agent_manager.core.plan import check_path, normalize_path, validate_plan
+from agent_manager.core.views import claim_context, latest_outputs, lock_public
+from agent_manager.db import locks, pg_hot, queries
 from agent_manager.db.engine import Database
 from agent_manager.db.queries import ClaimedRow
 from agent_manager.db.tables import ResultORM, TaskGraphORM, TaskStepORM, utcnow
-from agent_manager.errors import AgentManagerError, Conflict, NotFound, StaleClaim
+from agent_manager.errors import (
+    AgentManagerError,
+    Conflict,
+    InvalidRequest,
+    LockConflict,
+    NotFound,
+    StaleClaim,
+)
 from agent_manager.models import StepStatus, TaskStatus
 from agent_manager.retry import RetryPolicy
 from agent_manager.schemas import (
@@ -37,6 +44,7 @@ from agent_manager.schemas import (
     ClaimedStep,
     ClaimPublic,
     HeartbeatOut,
+    LockPublic,
     ResultAck,
     ResultCreate,
     TaskCreate,
@@ -89,6 +97,7 @@ def retry_transient(
 
 
 PLAN_STEP_ID = "_plan"
+LOCK_RECHECK_SECONDS = 0.1
 
 
 class AgentManager:
@@ -207,7 +216,6 @@ class AgentManager:
         claims = await self.claim_many(agent_id=agent_id, roles=roles, token_id=token_id)
         return claims[0] if claims else None
 
-    @retry_transient
     async def claim_many(
         self,
         *,
@@ -217,35 +225,35 @@ class AgentManager:
         token_id: str | None = None,
     ) -> list[ClaimPublic]:
         """Atomically claim up to ``limit`` ready steps of ``roles``, best first."""
+        claims, _ = await self._claim_many(agent_id, roles, limit, token_id)
+        return claims
+
+    @retry_transient
+    async def _claim_many(
+        self, agent_id: str, roles: tuple[str, ...], limit: int, token_id: str | None
+    ) -> tuple[list[ClaimPublic], bool]:
+        """The claims, and whether a ready step was held back because of its locks."""
         now = self.clock()
         if self._agent_due(agent_id, now):
             async with self.db.transaction() as session:
                 await queries.touch_agent(
                     session, agent_id=agent_id, roles=sorted(roles), token_id=token_id, now=now
                 )
-        if self.db.is_postgres:
-            async with pg_hot.raw_connection(self.db.engine) as conn:
-                claimed = await pg_hot.claim(
-                    conn, roles=roles, agent_id=agent_id, now=now, limit=limit
+        claimed, file_candidates = await self._claim_plain(agent_id, roles, now, limit)
+        blocked = False
+        if file_candidates and len(claimed) < limit:
+            # Some of the best steps declare files: they go out only with their locks,
+            # and when those cannot be granted, the steps behind them go instead.
+            granted = await self._claim_with_locks(agent_id, roles, now, limit - len(claimed))
+            claimed += granted
+            blocked = len(granted) < file_candidates
+            if len(claimed) < limit:
+                more, _ = await self._claim_plain(
+                    agent_id, roles, now, limit - len(claimed), skip_files=True
                 )
-        else:
-            async with self.db.transaction() as session:
-                claimed = await queries.claim_steps(
-                    session, roles=roles, agent_id=agent_id, now=now, limit=limit
-                )
-                events = EventBuffer(now)
-                for c in claimed:
-                    events.add(
-                        c.task_id,
-                        "step.claimed",
-                        c.id,
-                        agent_id=agent_id,
-                        attempt=c.attempt,
-                        role=c.role,
-                    )
-                await events.flush(session)
+                claimed += more
         if not claimed:
-            return []
+            return [], blocked
         # Most claims need no second query: no dependencies, or their outputs already
         # came with the claim; only the server's own steps need the whole task.
         needs_context = [
@@ -258,7 +266,7 @@ class AgentManager:
             async with self.db.sessions() as session:
                 for c in needs_context:
                     contexts[(c.task_id, c.id)] = await claim_context(session, claimed=c)
-        return [
+        claims = [
             _claim_public(
                 c,
                 contexts.get((c.task_id, c.id))
@@ -268,6 +276,71 @@ class AgentManager:
             )
             for c in claimed
         ]
+        return claims, blocked
+
+    async def _claim_plain(
+        self,
+        agent_id: str,
+        roles: tuple[str, ...],
+        now: datetime,
+        limit: int,
+        *,
+        skip_files: bool = False,
+    ) -> tuple[list[ClaimedRow], int]:
+        if self.db.is_postgres:
+            async with pg_hot.raw_connection(self.db.engine) as conn:
+                return await pg_hot.claim(
+                    conn,
+                    roles=roles,
+                    agent_id=agent_id,
+                    now=now,
+                    limit=limit,
+                    skip_files=skip_files,
+                )
+        async with self.db.transaction() as session:
+            claimed, file_candidates = await queries.claim_steps(
+                session,
+                roles=roles,
+                agent_id=agent_id,
+                now=now,
+                limit=limit,
+                with_files=False if skip_files else None,
+            )
+            await self._log_claims(session, claimed, agent_id, now)
+        return claimed, file_candidates
+
+    async def _claim_with_locks(
+        self, agent_id: str, roles: tuple[str, ...], now: datetime, limit: int
+    ) -> list[ClaimedRow]:
+        async with self.db.transaction() as session:
+            claimed = await locks.claim_with_locks(
+                session, roles=roles, agent_id=agent_id, now=now, limit=limit
+            )
+            await self._log_claims(session, claimed, agent_id, now, with_locks=True)
+        return claimed
+
+    @staticmethod
+    async def _log_claims(
+        session: AsyncSession,
+        claimed: list[ClaimedRow],
+        agent_id: str,
+        now: datetime,
+        *,
+        with_locks: bool = False,
+    ) -> None:
+        events = EventBuffer(now)
+        for c in claimed:
+            extra = {"locks": c.files} if with_locks else {}
+            events.add(
+                c.task_id,
+                "step.claimed",
+                c.id,
+                agent_id=agent_id,
+                attempt=c.attempt,
+                role=c.role,
+                **extra,
+            )
+        await events.flush(session)
 
     async def claim_waiting(
         self,
@@ -291,9 +364,7 @@ class AgentManager:
         try:
             while not self.closing:
                 waiter.consume()  # this attempt uses any wake received so far
-                claims = await self.claim_many(
-                    agent_id=agent_id, roles=roles, limit=limit, token_id=token_id
-                )
+                claims, blocked = await self._claim_many(agent_id, roles, limit, token_id)
                 remaining = deadline - loop.time()
                 if claims or remaining <= 0 or self.closing:
                     return claims
@@ -301,6 +372,10 @@ class AgentManager:
                     due = await queries.next_ready_time(session, roles=roles, now=self.clock())
                 if due is not None:
                     remaining = min(remaining, (due - self.clock()).total_seconds() + 0.005)
+                if blocked:
+                    # A step waits for file locks, which free up in whatever process
+                    # finishes their holder: look again shortly.
+                    remaining = min(remaining, LOCK_RECHECK_SECONDS)
                 await waiter.wait(remaining)
             return claims
         finally:
@@ -334,6 +409,10 @@ class AgentManager:
             if step.status != StepStatus.CLAIMED:
                 raise StaleClaim(_stale_reason(step))
             step.lease_expires_at = now + timedelta(seconds=step.lease_seconds)
+            if step.holds_locks:
+                await locks.extend(
+                    session, claim_token=claim_token, expires_at=step.lease_expires_at
+                )
             if agent_id and self._agent_due(agent_id, now):
                 await queries.agent_seen(session, agent_id=agent_id, now=now)
             return HeartbeatOut(lease_expires_at=step.lease_expires_at, cancelled=False)
@@ -649,6 +728,109 @@ class AgentManager:
             await events.flush(session)
         self.wake(woken)
         return len(expired)
+
+    # -- ad-hoc file locks -------------------------------------------------------------
+
+    async def acquire_lock(
+        self,
+        *,
+        task_id: str,
+        step_id: str,
+        claim_token: str,
+        path: str,
+        mode: str,
+        wait: float = 0.0,
+    ) -> LockPublic:
+        """Lock a path a running step discovered it needs, waiting up to ``wait`` s.
+
+        The lock belongs to the step's claim and ends with it. Raises
+        :class:`LockConflict` naming the holder when the wait ends without it.
+        """
+        reason = check_path(path, self.workspace)
+        if reason:
+            raise InvalidRequest(f"path: '{path}' {reason}")
+        path = normalize_path(path)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        pause = 0.02
+        while True:
+            held = await self._try_lock(task_id, step_id, claim_token, path, mode)
+            if isinstance(held, LockPublic):
+                return held
+            if loop.time() >= deadline:
+                raise LockConflict(
+                    f"'{path}' is locked ({held['mode']}) by step '{held['step_id']}' of task "
+                    f"'{held['task_id']}'; {mode} is not compatible",
+                    holder={
+                        "task_id": held["task_id"],
+                        "step_id": held["step_id"],
+                        "mode": held["mode"],
+                    },
+                )
+            # Locks free up in whichever process finishes their holder: look again.
+            await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
+            pause = min(pause * 2, 0.5)
+
+    @retry_transient
+    async def _try_lock(
+        self, task_id: str, step_id: str, claim_token: str, path: str, mode: str
+    ) -> LockPublic | dict[str, Any]:
+        now = self.clock()
+        async with self.db.transaction() as session:
+            step = await queries.lock_step(session, task_id=task_id, step_id=step_id)
+            if step is None:
+                raise await _missing_step(session, task_id, step_id)
+            if step.claim_token != claim_token or step.status != StepStatus.CLAIMED:
+                raise StaleClaim(_stale_reason(step))
+            assert step.lease_expires_at is not None
+            own = [
+                r
+                for r in await locks.held_by_task(session, task_id=task_id, now=now)
+                if r["claim_token"] == claim_token and r["path"] == path
+            ]
+            if own and (own[0]["mode"] == mode or own[0]["mode"] == "exclusive"):
+                return lock_public(own[0])
+            if own:
+                raise Conflict(
+                    f"this claim already holds '{path}' as {own[0]['mode']}; "
+                    f"release it before asking for {mode}"
+                )
+            if not await locks.guard_paths(session, [path]):
+                return {"task_id": "?", "step_id": "(being granted)", "mode": "?"}
+            blocking = await locks.conflicts(
+                session, wanted={path: mode}, now=now, exclude_token=claim_token
+            )
+            if blocking:
+                return blocking[0]
+            (lock_id,) = await locks.grant(
+                session,
+                wanted={path: mode},
+                task_id=task_id,
+                step_id=step_id,
+                claim_token=claim_token,
+                agent_id=step.agent_id,
+                expires_at=step.lease_expires_at,
+                now=now,
+            )
+            events = EventBuffer(now)
+            events.add(task_id, "lock.granted", step_id, path=path, mode=mode, lock_id=lock_id)
+            await events.flush(session)
+            return LockPublic(
+                id=lock_id,
+                path=path,
+                mode=mode,
+                task_id=task_id,
+                step_id=step_id,  # type: ignore[arg-type]
+                agent_id=step.agent_id,
+                expires_at=step.lease_expires_at,
+            )
+
+    @retry_transient
+    async def release_lock(self, *, lock_id: int, claim_token: str) -> None:
+        """Release an ad-hoc lock held by ``claim_token``."""
+        async with self.db.transaction() as session:
+            if not await locks.release_one(session, lock_id=lock_id, claim_token=claim_token):
+                raise NotFound(f"no lock {lock_id} held by this claim")
 
     # -- cancelling ---------------------------------------------------------------
 

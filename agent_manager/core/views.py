@@ -10,14 +10,23 @@ from typing import Any
 from sqlalchemy import case, func, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agent_manager.db import locks
 from agent_manager.db.queries import ClaimedRow
-from agent_manager.db.tables import EventORM, ResultORM, TaskGraphORM, TaskStepORM, UTCDateTime
+from agent_manager.db.tables import (
+    EventORM,
+    ResultORM,
+    TaskGraphORM,
+    TaskStepORM,
+    UTCDateTime,
+    utcnow,
+)
 from agent_manager.errors import InvalidRequest, NotFound
 from agent_manager.models import AuditReport, StepStatus, TaskStatus, Usage
 from agent_manager.schemas import (
     AuditPublic,
     ClaimContext,
     EventPublic,
+    LockPublic,
     ResultPublic,
     StepPublic,
     TaskOptions,
@@ -101,6 +110,18 @@ async def _audits(session: AsyncSession, task_id: str) -> list[AuditPublic]:
     return audits
 
 
+def lock_public(row: Any) -> LockPublic:
+    return LockPublic(
+        id=row["id"],
+        path=row["path"],
+        mode=row["mode"],
+        task_id=row["task_id"],
+        step_id=row["step_id"],
+        agent_id=row["agent_id"],
+        expires_at=row["expires_at"],
+    )
+
+
 def result_public(row: ResultORM) -> ResultPublic:
     return ResultPublic(
         id=row.id,
@@ -145,6 +166,9 @@ async def get_task(session: AsyncSession, *, task_id: str, history: bool = False
             select(ResultORM).where(ResultORM.task_id == task_id).order_by(ResultORM.id)
         )
     ).all()
+    held: dict[str, list[LockPublic]] = {}
+    for row in await locks.held_by_task(session, task_id=task_id, now=utcnow()):
+        held.setdefault(row["step_id"], []).append(lock_public(row))
     by_step: dict[str, list[ResultPublic]] = {}
     usage = Usage()
     for row in results:
@@ -173,6 +197,7 @@ async def get_task(session: AsyncSession, *, task_id: str, history: bool = False
                 lease_expires_at=s.lease_expires_at,
                 rework_notes=s.rework_notes,
                 last_error=s.last_error,
+                locks=held.get(s.id, []),
                 result=by_step[s.id][-1] if s.id in by_step else None,
                 attempts=by_step.get(s.id, []) if history else [],
             )

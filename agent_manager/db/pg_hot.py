@@ -30,9 +30,9 @@ from agent_manager.errors import Unavailable
 
 _CLAIM = """
 WITH picked AS (
-    SELECT task_id, id FROM steps
-    WHERE status = 'ready' AND {role_filter} AND ready_at <= $2
-    ORDER BY priority DESC, ready_at, task_id, id
+    SELECT task_id, id, has_files FROM steps
+    WHERE status = 'ready' AND {role_filter} AND ready_at <= $2 {file_filter}
+    ORDER BY priority DESC, ready_at, task_id, position, id
     LIMIT $4
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
@@ -41,10 +41,12 @@ WITH picked AS (
         claim_token = replace(gen_random_uuid()::text, '-', ''),
         lease_expires_at = $2 + make_interval(secs => s.lease_seconds)
     FROM picked, tasks t
-    WHERE s.task_id = picked.task_id AND s.id = picked.id AND t.id = s.task_id
+    -- A step that declares files is claimed only with its locks (db/locks.py).
+    WHERE s.task_id = picked.task_id AND s.id = picked.id AND NOT picked.has_files
+      AND t.id = s.task_id
     RETURNING s.task_id, s.id, s.role, s.instruction, s.depends_on, s.files, s.attempt,
               s.max_attempts, s.lease_seconds, s.lease_expires_at, s.rework_notes,
-              s.rework_round, t.goal, s.claim_token, s.priority, s.ready_at,
+              s.rework_round, t.goal, s.claim_token, s.priority, s.ready_at, s.position,
               -- The latest successful output of each dependency, so the claimer gets
               -- its context without a second round trip.
               (SELECT coalesce(jsonb_object_agg(r.step_id, r.output), '{{}}'::jsonb)
@@ -58,10 +60,17 @@ WITH picked AS (
            jsonb_build_object('agent_id', $3::text, 'attempt', attempt, 'role', role), $2
     FROM claimed
 )
-SELECT * FROM claimed ORDER BY priority DESC, ready_at, task_id, id
+SELECT c.*, (SELECT count(*) FROM picked WHERE has_files) AS file_candidates
+FROM (SELECT 1) AS one LEFT JOIN claimed c ON true
+ORDER BY c.priority DESC, c.ready_at, c.task_id, c.position, c.id
 """
-CLAIM_ONE_ROLE = _CLAIM.format(role_filter="role = $1::varchar")
-CLAIM_ROLES = _CLAIM.format(role_filter="role = ANY($1::varchar[])")
+_ONE_ROLE = "role = $1::varchar"
+_ROLES = "role = ANY($1::varchar[])"
+CLAIM_ONE_ROLE = _CLAIM.format(role_filter=_ONE_ROLE, file_filter="")
+CLAIM_ROLES = _CLAIM.format(role_filter=_ROLES, file_filter="")
+# After the steps with files among the best were found blocked: the rest, past them.
+CLAIM_ONE_ROLE_NO_FILES = _CLAIM.format(role_filter=_ONE_ROLE, file_filter="AND NOT has_files")
+CLAIM_ROLES_NO_FILES = _CLAIM.format(role_filter=_ROLES, file_filter="AND NOT has_files")
 
 REPORT_SUCCESS = """
 WITH finished AS (
@@ -146,17 +155,26 @@ async def claim(
     agent_id: str,
     now: datetime,
     limit: int = 1,
-) -> list[ClaimedRow]:
-    """Claim up to ``limit`` ready steps of ``roles``, best first, in one statement.
+    skip_files: bool = False,
+) -> tuple[list[ClaimedRow], int]:
+    """Claim the steps without files among the best ``limit`` ready steps of ``roles``
+    in one statement; also returns how many of those best steps declare files.
 
     Claim tokens come from ``gen_random_uuid()`` (122 random bits, built into
     PostgreSQL 13+), so a batch needs no round trip per token.
     """
-    if len(roles) == 1:
-        rows = await conn.fetch(CLAIM_ONE_ROLE, roles[0], now, agent_id, limit)
+    one = len(roles) == 1
+    if skip_files:
+        sql = CLAIM_ONE_ROLE_NO_FILES if one else CLAIM_ROLES_NO_FILES
     else:
-        rows = await conn.fetch(CLAIM_ROLES, list(roles), now, agent_id, limit)
-    return [ClaimedRow(**{name: row[name] for name in _CLAIMED_FIELDS}) for row in rows]
+        sql = CLAIM_ONE_ROLE if one else CLAIM_ROLES
+    rows = await conn.fetch(sql, roles[0] if one else list(roles), now, agent_id, limit)
+    claimed = [
+        ClaimedRow(**{name: row[name] for name in _CLAIMED_FIELDS})
+        for row in rows
+        if row["task_id"] is not None
+    ]
+    return claimed, rows[0]["file_candidates"] if rows else 0
 
 
 async def report_success(

@@ -45,17 +45,30 @@ steps = cast(Table, TaskStepORM.__table__)
 tasks = cast(Table, TaskGraphORM.__table__)
 
 
-def _claimable(roles: Sequence[str], now: datetime, limit: int = 1) -> Any:
-    return (
+def claimable(
+    roles: Sequence[str], now: datetime, limit: int = 1, *, with_files: bool | None = None
+) -> Any:
+    """Ready steps of ``roles`` in claim order; ``with_files``: only steps that declare
+    files (True), only steps that do not (False), or both (None)."""
+    stmt = (
         select(steps.c.task_id, steps.c.id)
         .where(
             steps.c.status == StepStatus.READY.value,
             steps.c.role.in_(roles),
             steps.c.ready_at <= now,
         )
-        .order_by(steps.c.priority.desc(), steps.c.ready_at, steps.c.task_id, steps.c.id)
+        .order_by(
+            steps.c.priority.desc(),
+            steps.c.ready_at,
+            steps.c.task_id,
+            steps.c.position,
+            steps.c.id,
+        )
         .limit(limit)
     )
+    if with_files is not None:
+        stmt = stmt.where(steps.c.has_files.is_(with_files))
+    return stmt
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +93,7 @@ class ClaimedRow:
     dependency_outputs: dict[str, Any] | None = None
 
 
-_CLAIMED_COLUMNS = (
+CLAIMED_COLUMNS = (
     steps.c.task_id,
     steps.c.id,
     steps.c.role,
@@ -107,8 +120,11 @@ async def claim_steps(
     agent_id: str,
     now: datetime,
     limit: int = 1,
-) -> list[ClaimedRow]:
-    """Claim up to ``limit`` ready steps of ``roles``, best first (SQLite).
+    with_files: bool | None = None,
+) -> tuple[list[ClaimedRow], int]:
+    """Claim the steps without files among the best ``limit`` ready steps of ``roles``
+    (SQLite). Returns them and how many of those best steps declare files: those are
+    claimed only with their locks (:func:`agent_manager.db.locks.claim_with_locks`).
 
     This transaction holds the database's write lock (``BEGIN IMMEDIATE``), so
     pick-then-update cannot race with another claimer in any process. PostgreSQL
@@ -116,13 +132,15 @@ async def claim_steps(
     """
     picked = (
         await session.execute(
-            _claimable(roles, now, limit)
-            .add_columns(steps.c.lease_seconds, tasks.c.goal)
+            claimable(roles, now, limit, with_files=with_files)
+            .add_columns(steps.c.has_files, steps.c.lease_seconds, tasks.c.goal)
             .join_from(steps, tasks, tasks.c.id == steps.c.task_id)
         )
     ).all()
     claimed = []
-    for task_id, step_id, lease_seconds, goal in picked:
+    for task_id, step_id, has_files, lease_seconds, goal in picked:
+        if has_files:
+            continue
         token = new_claim_token()
         row = (
             await session.execute(
@@ -136,11 +154,11 @@ async def claim_steps(
                     updated_at=now,
                     lease_expires_at=now + timedelta(seconds=lease_seconds),
                 )
-                .returning(*_CLAIMED_COLUMNS)
+                .returning(*CLAIMED_COLUMNS)
             )
         ).one()
         claimed.append(ClaimedRow(**row._mapping, goal=goal, claim_token=token))
-    return claimed
+    return claimed, sum(1 for p in picked if p.has_files)
 
 
 @dataclass(frozen=True, slots=True)

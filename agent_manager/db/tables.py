@@ -111,6 +111,8 @@ class TaskStepORM(Base):
     # The reverse edges, stored with the step so a completion finds its dependents directly.
     dependents: Mapped[list[Any]] = mapped_column(default=list)
     files: Mapped[list[Any]] = mapped_column(default=list)
+    # Whether ``files`` is non-empty: such a step is claimed only with its locks.
+    has_files: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16))
     remaining_deps: Mapped[int] = mapped_column(Integer, default=0)
     priority: Mapped[int] = mapped_column(Integer, default=0)
@@ -141,6 +143,7 @@ class TaskStepORM(Base):
             text("priority DESC"),
             "ready_at",
             "task_id",
+            "position",
             "id",
             postgresql_where=text("status = 'ready'"),
             sqlite_where=text("status = 'ready'"),
@@ -195,10 +198,11 @@ class FileAccessORM(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     path: Mapped[str] = mapped_column(String(1024), index=True)
     mode: Mapped[str] = mapped_column(String(16))
-    task_id: Mapped[str] = mapped_column(String(36))
+    task_id: Mapped[str] = mapped_column(String(36), index=True)
     step_id: Mapped[str] = mapped_column(String(64))
     claim_token: Mapped[str] = mapped_column(String(64), index=True)
     agent_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    # The holder's lease: a lock whose claim lapsed is dead even before the reaper.
     expires_at: Mapped[datetime] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

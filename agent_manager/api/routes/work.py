@@ -16,6 +16,8 @@ from agent_manager.schemas import (
     ErrorBody,
     HeartbeatIn,
     HeartbeatOut,
+    LockCreate,
+    LockPublic,
     ResultAck,
     ResultBatch,
     ResultBatchAck,
@@ -129,6 +131,32 @@ async def heartbeat(
         claim_token=body.claim_token,
         agent_id=body.agent_id,
     )
+
+
+@router.post("/locks", response_model=LockPublic, status_code=201)
+async def acquire_lock(body: LockCreate, manager: ManagerDep, _: Worker) -> LockPublic:
+    """Lock a workspace path for a claimed step, waiting up to ``wait`` seconds; the
+    lock ends with the claim. 409 ``lock_conflict`` names the holder."""
+    return await manager.acquire_lock(
+        task_id=body.task_id,
+        step_id=body.step_id,
+        claim_token=body.claim_token,
+        path=body.path,
+        mode=body.mode,
+        wait=body.wait,
+    )
+
+
+@router.delete("/locks/{lock_id}", status_code=204)
+async def release_lock(
+    lock_id: int,
+    manager: ManagerDep,
+    _: Worker,
+    claim_token: Annotated[str, Query(min_length=1, description="the holder's claim token")],
+) -> Response:
+    """Release an ad-hoc lock before the step ends."""
+    await manager.release_lock(lock_id=lock_id, claim_token=claim_token)
+    return Response(status_code=204)
 
 
 @router.post("/results/batch", response_model=ResultBatchAck)

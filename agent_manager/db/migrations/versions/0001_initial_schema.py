@@ -98,6 +98,7 @@ def upgrade() -> None:
             batch_op.f("ix_file_access_claim_token"), ["claim_token"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_file_access_path"), ["path"], unique=False)
+        batch_op.create_index(batch_op.f("ix_file_access_task_id"), ["task_id"], unique=False)
 
     op.create_table(
         "tasks",
@@ -158,6 +159,7 @@ def upgrade() -> None:
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
+        sa.Column("has_files", sa.Boolean(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("remaining_deps", sa.Integer(), nullable=False),
         sa.Column("priority", sa.Integer(), nullable=False),
@@ -186,7 +188,7 @@ def upgrade() -> None:
     with op.batch_alter_table("steps", schema=None) as batch_op:
         batch_op.create_index(
             "ix_steps_claimable",
-            ["role", sa.text("priority DESC"), "ready_at", "task_id", "id"],
+            ["role", sa.text("priority DESC"), "ready_at", "task_id", "position", "id"],
             unique=False,
             postgresql_where=sa.text("status = 'ready'"),
             sqlite_where=sa.text("status = 'ready'"),
@@ -269,6 +271,7 @@ def downgrade() -> None:
 
     op.drop_table("tasks")
     with op.batch_alter_table("file_access", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_file_access_task_id"))
         batch_op.drop_index(batch_op.f("ix_file_access_path"))
         batch_op.drop_index(batch_op.f("ix_file_access_claim_token"))
 
