@@ -107,3 +107,42 @@ async def test_sigterm_ends_long_polls_promptly(db_url: str, tmp_path: Path) -> 
         assert await waiting is None  # a 204, not a dropped connection
         await asyncio.to_thread(server.proc.wait, 20)  # type: ignore[union-attr]
     assert time.monotonic() - start < 10
+
+
+async def test_two_server_processes_never_grant_conflicting_locks(
+    db_url: str, tmp_path: Path
+) -> None:
+    first = ServerProcess(db_url, tmp_path / "a").start()
+    second = ServerProcess(db_url, tmp_path / "b").start()
+    try:
+        plan = {
+            "goal": "contention",
+            "steps": [
+                {"id": f"w{i}", "role": "w", "files": [{"path": "shared.txt", "mode": "write"}]}
+                for i in range(8)
+            ],
+        }
+        async with first.client() as client:
+            task_id = await submit(client, plan)
+
+        async def grab(server: ServerProcess, n: int) -> list[dict]:
+            async with server.client() as client:
+                r = await client.post(
+                    "/v1/claims", json={"agent_id": f"c{n}", "roles": ["w"], "max": 2}
+                )
+                return [] if r.status_code == 204 else r.json()["claims"]
+
+        finished = 0
+        while finished < 8:
+            rounds = await asyncio.gather(*(grab(s, n) for n, s in enumerate([first, second] * 4)))
+            winners = [c for got in rounds for c in got]
+            assert len(winners) <= 1, [c["step"]["id"] for c in winners]  # one writer at a time
+            for c in winners:
+                async with first.client() as client:
+                    assert (await report(client, c)).status_code == 200
+                finished += 1
+        async with second.client() as client:
+            assert (await get_task(client, task_id))["status"] == "completed"
+    finally:
+        first.kill()
+        second.kill()
