@@ -1,7 +1,7 @@
 """The planner: a goal in, a validated :class:`~agent_manager.models.TaskGraph` out.
 
 The model's plan is checked with the same rules as an explicit plan
-(:func:`~agent_manager.core.plan.validate_plan`), plus "every role is one the deployment
+(:func:`~agent_manager.plan.validate_plan`), plus "every role is one the deployment
 serves". An invalid plan goes back to the model with each problem named, up to
 ``max_attempts`` plans in all; then :class:`PlanningFailed` says what was still wrong.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from agent_manager.agents.prompts import plan_problems_message, planner_messages
-from agent_manager.core.plan import validate_plan
+from agent_manager.plan import validate_plan
 from agent_manager.errors import AgentManagerError, InvalidPlan
 from agent_manager.llm.base import CallContext, LLMClient, Message
 from agent_manager.models import TaskGraph, Usage

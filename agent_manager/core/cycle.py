@@ -17,7 +17,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_manager.core.events import EventBuffer
-from agent_manager.core.plan import CheckedPlan, validate_plan
+from agent_manager.plan import CheckedPlan, validate_plan
 from agent_manager.core.views import latest_outputs
 from agent_manager.db import queries
 from agent_manager.db.tables import TaskGraphORM, TaskStepORM

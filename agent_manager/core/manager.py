@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agent_manager.core import cycle
 from agent_manager.core.events import EventBuffer
 from agent_manager.core.notify import Notifier
-from agent_manager.core.plan import check_path, normalize_path, validate_plan
+from agent_manager.plan import check_path, normalize_path, validate_plan
 from agent_manager.core.views import claim_context, latest_outputs, lock_public
 from agent_manager.db import locks, pg_hot, queries
 from agent_manager.db.engine import Database

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_manager.core.plan import check_path, find_cycle, normalize_path, validate_plan
+from agent_manager.plan import check_path, find_cycle, normalize_path, validate_plan
 from agent_manager.errors import InvalidPlan, InvalidRequest
 from agent_manager.models import FileSpec, TaskStep
 

@@ -1,5 +1,8 @@
 """Validation of a plan: the rules an explicit plan and a planner's plan both obey.
 
+Shared by the server, the planner agent and the worker's tools (workspace paths), so it
+lives outside the server's packages.
+
 Pure functions, no I/O except the optional symlink check against a workspace folder.
 """
 
