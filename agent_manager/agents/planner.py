@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import ClassVar
 
 from agent_manager.agents.prompts import plan_problems_message, planner_messages
-from agent_manager.plan import validate_plan
 from agent_manager.errors import AgentManagerError, InvalidPlan
 from agent_manager.llm.base import CallContext, LLMClient, Message
 from agent_manager.models import TaskGraph, Usage
+from agent_manager.plan import validate_plan
 
 
 class PlanningFailed(AgentManagerError):

@@ -42,10 +42,10 @@ from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ValidationError
 
-from agent_manager.plan import check_path, normalize_path
 from agent_manager.errors import AgentManagerError
 from agent_manager.llm.base import describe_validation_error
 from agent_manager.models import FileMode
+from agent_manager.plan import check_path, normalize_path
 
 log = logging.getLogger(__name__)
 

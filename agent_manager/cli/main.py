@@ -14,6 +14,7 @@ from rich.table import Table
 from sqlalchemy.exc import DBAPIError
 
 from agent_manager import __version__
+from agent_manager.cli.worker_cmd import worker
 from agent_manager.config import Settings
 from agent_manager.core import auth
 from agent_manager.db import migrate
@@ -29,6 +30,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
+app.command("worker")(worker)
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # error lines stay whole for grep and logs

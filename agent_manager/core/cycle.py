@@ -17,12 +17,12 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_manager.core.events import EventBuffer
-from agent_manager.plan import CheckedPlan, validate_plan
 from agent_manager.core.views import latest_outputs
 from agent_manager.db import queries
 from agent_manager.db.tables import TaskGraphORM, TaskStepORM
 from agent_manager.errors import InvalidPlan
 from agent_manager.models import AuditReport, StepStatus, TaskStatus, TaskStep
+from agent_manager.plan import CheckedPlan, validate_plan
 
 SYSTEM_ROLES = ("planner", "auditor", "synthesizer")
 SYNTHESIS_STEP_ID = "_synthesis"

@@ -23,7 +23,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agent_manager.core import cycle
 from agent_manager.core.events import EventBuffer
 from agent_manager.core.notify import Notifier
-from agent_manager.plan import check_path, normalize_path, validate_plan
 from agent_manager.core.views import claim_context, latest_outputs, lock_public
 from agent_manager.db import locks, pg_hot, queries
 from agent_manager.db.engine import Database
@@ -38,6 +37,7 @@ from agent_manager.errors import (
     StaleClaim,
 )
 from agent_manager.models import StepStatus, TaskStatus
+from agent_manager.plan import check_path, normalize_path, validate_plan
 from agent_manager.retry import RetryPolicy
 from agent_manager.schemas import (
     ClaimContext,

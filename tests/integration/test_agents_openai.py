@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from agent_manager.agents import Planner, WorkerAgent
-from agent_manager.plan import validate_plan
 from agent_manager.llm import OpenAIClient
+from agent_manager.plan import validate_plan
 from agent_manager.schemas import ClaimContext, ClaimedStep, ClaimPublic
 from agent_manager.testing.fake_openai import FakeOpenAIServer, FakeReply
 

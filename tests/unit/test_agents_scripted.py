@@ -31,10 +31,10 @@ from agent_manager.agents import (
     precheck_outputs,
 )
 from agent_manager.agents.prompts import worker_messages
-from agent_manager.plan import validate_plan
 from agent_manager.errors import AgentManagerError
 from agent_manager.llm import CallContext, Message, Rule, Scenario, ScriptedModel
 from agent_manager.models import AuditReport, FileMode, TaskGraph
+from agent_manager.plan import validate_plan
 from agent_manager.schemas import ClaimContext, ClaimedStep, ClaimPublic
 
 GOAL = "Compare three queueing designs and write a recommendation"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent_manager.plan import check_path, find_cycle, normalize_path, validate_plan
 from agent_manager.errors import InvalidPlan, InvalidRequest
 from agent_manager.models import FileSpec, TaskStep
+from agent_manager.plan import check_path, find_cycle, normalize_path, validate_plan
 
 
 def plan(shape: dict[str, list[str]], role: str = "worker") -> list[TaskStep]:
