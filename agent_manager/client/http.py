@@ -35,6 +35,7 @@ from agent_manager.schemas import (
     ClaimBatch,
     ClaimPublic,
     HeartbeatOut,
+    LockPublic,
     ResultAck,
     ResultCreate,
     TaskCreated,
@@ -219,6 +220,34 @@ class AgentManagerClient:
             "POST", "/v1/results", json=result.model_dump(mode="json"), conflict=StaleClaim
         )
         return ResultAck.model_validate_json(response.content)
+
+    async def lock(
+        self,
+        *,
+        task_id: str,
+        step_id: str,
+        claim_token: str,
+        path: str,
+        mode: str,
+        wait: float = 0.0,
+    ) -> LockPublic:
+        """Take an ad-hoc file lock for a claimed step, waiting up to ``wait`` seconds;
+        :class:`Conflict` (naming the holder) when it is not granted in time."""
+        body = {
+            "task_id": task_id,
+            "step_id": step_id,
+            "claim_token": claim_token,
+            "path": path,
+            "mode": mode,
+            "wait": wait,
+        }
+        timeout = httpx.Timeout(self.timeout, read=self.timeout + wait)
+        response = await self._request("POST", "/v1/locks", json=body, timeout=timeout)
+        return LockPublic.model_validate_json(response.content)
+
+    async def unlock(self, *, lock_id: int, claim_token: str) -> None:
+        """Release an ad-hoc lock before the step ends."""
+        await self._request("DELETE", f"/v1/locks/{lock_id}", params={"claim_token": claim_token})
 
     # -- the one place that talks HTTP ------------------------------------------------
 

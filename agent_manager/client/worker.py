@@ -51,6 +51,8 @@ from agent_manager.client.errors import (
     ServerUnavailable,
 )
 from agent_manager.client.http import AgentManagerClient
+from agent_manager.client.locking import StepLocks
+from agent_manager.models import FileMode
 from agent_manager.retry import RetryPolicy
 from agent_manager.schemas import ClaimPublic, ResultAck, ResultCreate
 
@@ -132,7 +134,7 @@ class Worker:
         self.grace_seconds = grace_seconds
         self.install_signal_handlers = install_signal_handlers
         if isinstance(default_handler, WorkerAgent):
-            default_handler = agent_handler(default_handler, workspace=workspace)
+            default_handler = agent_handler(default_handler, workspace=workspace, client=client)
         self.default_handler = default_handler
         self.backoff = backoff
         self.report_seconds = report_seconds
@@ -483,11 +485,36 @@ class Worker:
         return restore_all
 
 
-def agent_handler(agent: WorkerAgent, *, workspace: Path) -> Handler:
-    """The built-in reasoning–acting agent as a role handler."""
+def agent_handler(
+    agent: WorkerAgent,
+    *,
+    workspace: Path,
+    client: AgentManagerClient | None = None,
+    lock_wait: float = 10.0,
+) -> Handler:
+    """The built-in reasoning–acting agent as a role handler.
+
+    Its file tools run under :class:`StepLocks`: OS locks on the real files, and for a
+    path the step did not declare, an ad-hoc server lock first (through ``client``).
+    """
 
     async def run_agent(claim: ClaimPublic) -> StepOutcome:
-        return await agent.run(claim, workspace=workspace)
+        request = None
+        if client is not None:
+
+            async def request(path: str, mode: FileMode, wait: float) -> None:
+                await client.lock(
+                    task_id=claim.task_id,
+                    step_id=claim.step.id,
+                    claim_token=claim.claim_token,
+                    path=path,
+                    mode=mode,
+                    wait=wait,
+                )
+
+        declared = {f.path: f.mode for f in claim.step.files}
+        locks = StepLocks(workspace, declared, request, wait=lock_wait)
+        return await agent.run(claim, workspace=workspace, lock=locks)
 
     return run_agent
 
