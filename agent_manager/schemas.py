@@ -226,6 +226,10 @@ class HeartbeatOut(BaseModel):
     cancelled: bool = Field(description="true when the task was cancelled: stop the step")
 
 
+class ReleaseOut(BaseModel):
+    released: bool
+
+
 class ResultCreate(BaseModel):
     """A worker's report of one attempt."""
 

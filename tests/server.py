@@ -37,7 +37,8 @@ class LiveServer:
 
     def client(self, token: str | None = ADMIN_TOKEN, **kwargs: Any) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=30, **kwargs)
+        kwargs.setdefault("timeout", 30)
+        return httpx.AsyncClient(base_url=self.base_url, headers=headers, **kwargs)
 
     async def token(self, *scopes: str, roles: list[str] | None = None) -> str:
         """A new token with ``scopes`` (and ``roles``), made through the core."""

@@ -729,6 +729,35 @@ class AgentManager:
         self.wake(woken)
         return len(expired)
 
+    @retry_transient
+    async def release_claim(
+        self, *, task_id: str, step_id: str, claim_token: str, reason: str = "released"
+    ) -> bool:
+        """Hand a claimed step back untouched: ready again, same attempt, locks freed.
+
+        For a claim whose worker will not run it (a long-poll whose client hung up, a
+        worker shutting down). False when the claim was no longer current.
+        """
+        now = self.clock()
+        async with self.db.transaction() as session:
+            step = await queries.lock_step(session, task_id=task_id, step_id=step_id)
+            if step is None or step.claim_token != claim_token:
+                return False
+            if step.status != StepStatus.CLAIMED:
+                return False
+            if step.holds_locks:
+                await queries.release_locks(session, claim_tokens=[claim_token])
+                step.holds_locks = False
+            step.status = StepStatus.READY
+            step.claim_token = step.agent_id = step.lease_expires_at = step.claimed_at = None
+            step.ready_at = step.updated_at = now
+            events = EventBuffer(now)
+            events.add(task_id, "step.released", step_id, reason=reason, attempt=step.attempt)
+            await events.flush(session)
+            role = step.role
+        self.wake([role])
+        return True
+
     # -- ad-hoc file locks -------------------------------------------------------------
 
     async def acquire_lock(

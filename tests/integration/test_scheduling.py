@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+import httpx
+import pytest
+
 from tests.helpers import (
     chain_plan,
     claim,
@@ -193,3 +196,33 @@ async def test_an_empty_wait_ends_with_204(server: LiveServer) -> None:
         start = loop.time()
         assert await claim(client, "nobody", wait=0.5) is None
         assert loop.time() - start >= 0.45
+
+
+async def test_a_released_step_goes_back_with_the_same_attempt(server: LiveServer) -> None:
+    async with server.client() as client:
+        task_id = await submit(client, chain_plan(1))
+        c = await claim(client, agent="leaving")
+        assert c is not None
+        body = {"task_id": task_id, "claim_token": c["claim_token"], "agent_id": "leaving"}
+        r = await client.post("/v1/steps/s0/release", json=body)
+        assert r.status_code == 200 and r.json() == {"released": True}
+        again = await claim(client, agent="next")
+        assert again is not None and again["step"]["attempt"] == 1
+        assert (await client.post("/v1/steps/s0/release", json=body)).status_code == 409
+        assert (await report(client, c)).status_code == 409  # the old claim is gone
+
+
+async def test_a_step_claimed_for_a_client_that_hung_up_is_handed_back(
+    server: LiveServer,
+) -> None:
+    async with server.client() as client:
+        # A long-poll whose client gives up (its read timeout) before a step is ready.
+        async with server.client(timeout=0.5) as impatient:
+            with pytest.raises(httpx.ReadTimeout):
+                await impatient.get(
+                    "/v1/tasks/ready", params={"agent_id": "gone", "role": "late", "wait": 5}
+                )
+        await submit(client, {"goal": "late", "steps": [{"id": "x", "role": "late"}]})
+        # The server may have claimed it for the vanished waiter; it must come back.
+        c = await claim(client, "late", agent="present", wait=5)
+        assert c is not None and c["step"]["attempt"] == 1

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from agent_manager.api.deps import ManagerDep, SettingsDep, Worker
 from agent_manager.core.auth import Principal
-from agent_manager.errors import AgentManagerError, InvalidRequest
+from agent_manager.errors import AgentManagerError, InvalidRequest, StaleClaim
 from agent_manager.schemas import (
     ClaimBatch,
     ClaimPublic,
@@ -18,6 +18,7 @@ from agent_manager.schemas import (
     HeartbeatOut,
     LockCreate,
     LockPublic,
+    ReleaseOut,
     ResultAck,
     ResultBatch,
     ResultBatchAck,
@@ -49,7 +50,37 @@ def _roles(asked: list[str] | None, principal: Principal) -> tuple[str, ...]:
     return roles
 
 
+async def _claim_for(
+    request: Request,
+    manager: ManagerDep,
+    settings: SettingsDep,
+    principal: Principal,
+    agent_id: str,
+    roles: tuple[str, ...],
+    wait: float,
+    limit: int = 1,
+) -> list[ClaimPublic]:
+    if wait > settings.max_claim_wait:
+        raise InvalidRequest(f"wait: at most {settings.max_claim_wait:g} seconds")
+    claims = await manager.claim_waiting(
+        agent_id=agent_id, roles=roles, wait=wait, limit=limit, token_id=principal.token_id
+    )
+    if claims and wait and await request.is_disconnected():
+        # The long-poll's client is gone: nobody would run these; hand them back now
+        # rather than when their leases lapse.
+        for c in claims:
+            await manager.release_claim(
+                task_id=c.task_id,
+                step_id=c.step.id,
+                claim_token=c.claim_token,
+                reason="the claiming client disconnected",
+            )
+        return []
+    return claims
+
+
 async def _claim(
+    request: Request,
     manager: ManagerDep,
     settings: SettingsDep,
     principal: Principal,
@@ -57,11 +88,7 @@ async def _claim(
     roles: tuple[str, ...],
     wait: float,
 ) -> ClaimPublic | Response:
-    if wait > settings.max_claim_wait:
-        raise InvalidRequest(f"wait: at most {settings.max_claim_wait:g} seconds")
-    claims = await manager.claim_waiting(
-        agent_id=agent_id, roles=roles, wait=wait, token_id=principal.token_id
-    )
+    claims = await _claim_for(request, manager, settings, principal, agent_id, roles, wait)
     return claims[0] if claims else Response(status_code=204)
 
 
@@ -71,6 +98,7 @@ async def _claim(
     responses={204: {"description": "nothing ready within the wait"}},
 )
 async def claim_ready_step(
+    request: Request,
     manager: ManagerDep,
     settings: SettingsDep,
     principal: Worker,
@@ -79,11 +107,14 @@ async def claim_ready_step(
     wait: Wait = 0.0,
 ) -> ClaimPublic | Response:
     """Atomically claim the oldest ready step of the given role(s); 204 if none."""
-    return await _claim(manager, settings, principal, agent_id, _roles(role, principal), wait)
+    return await _claim(
+        request, manager, settings, principal, agent_id, _roles(role, principal), wait
+    )
 
 
 @router.get("/tasks/{role_path}/ready", response_model=ClaimPublic, tags=["seed aliases"])
 async def claim_ready_step_by_path(
+    request: Request,
     role_path: str,
     manager: ManagerDep,
     settings: SettingsDep,
@@ -94,7 +125,7 @@ async def claim_ready_step_by_path(
 ) -> ClaimPublic | Response:
     """The seed's alias: the role in the path."""
     roles = _roles([role_path, *(role or [])], principal)
-    return await _claim(manager, settings, principal, agent_id, roles, wait)
+    return await _claim(request, manager, settings, principal, agent_id, roles, wait)
 
 
 @router.post(
@@ -103,21 +134,35 @@ async def claim_ready_step_by_path(
     responses={204: {"description": "nothing ready within the wait"}},
 )
 async def claim_steps(
-    body: ClaimRequest, manager: ManagerDep, settings: SettingsDep, principal: Worker
+    request: Request,
+    body: ClaimRequest,
+    manager: ManagerDep,
+    settings: SettingsDep,
+    principal: Worker,
 ) -> ClaimBatch | Response:
     """Claim up to ``max`` ready steps at once (a worker that runs several in parallel,
     or prefetches); long-polls until at least one is ready. 204 if none."""
-    if body.wait > settings.max_claim_wait:
-        raise InvalidRequest(f"wait: at most {settings.max_claim_wait:g} seconds")
     roles = _roles(body.roles, principal)
-    claims = await manager.claim_waiting(
-        agent_id=body.agent_id,
-        roles=roles,
-        wait=body.wait,
-        limit=body.max,
-        token_id=principal.token_id,
+    claims = await _claim_for(
+        request, manager, settings, principal, body.agent_id, roles, body.wait, body.max
     )
     return ClaimBatch(claims=claims) if claims else Response(status_code=204)
+
+
+@router.post("/steps/{step_id}/release", response_model=ReleaseOut)
+async def release_step(
+    step_id: str, body: HeartbeatIn, manager: ManagerDep, _: Worker
+) -> ReleaseOut:
+    """Hand a claimed step back without running it: ready again, same attempt."""
+    released = await manager.release_claim(
+        task_id=body.task_id,
+        step_id=step_id,
+        claim_token=body.claim_token,
+        reason=f"released by {body.agent_id or 'its worker'}",
+    )
+    if not released:
+        raise StaleClaim(f"step '{step_id}' is not held by this claim")
+    return ReleaseOut(released=True)
 
 
 @router.post("/steps/{step_id}/heartbeat", response_model=HeartbeatOut)
