@@ -490,24 +490,10 @@ class AgentManager:
                         fast.append((n, r))
                     seen.add(r.claim_token)
             if fast:
-                async with pg_hot.raw_connection(self.db.engine) as conn:
-                    done = await pg_hot.report_successes(
-                        conn, reports=[r for _, r in fast], now=self.clock()
-                    )
-                woken = list(done.ready_roles)
-                for task_id in done.finished_tasks:
-                    woken += await self.finish_phase(task_id=task_id)
-                self.wake(woken)
+                acks = await self._report_successes_postgres([r for _, r in fast])
                 for n, r in fast:
-                    if r.claim_token in done.acks:
-                        result_id, attempt = done.acks[r.claim_token]
-                        answers[n] = ResultAck(
-                            result_id=result_id,
-                            task_id=r.task_id,
-                            step_id=r.step_id,
-                            attempt=attempt,
-                            outcome="done",
-                        )
+                    if r.claim_token in acks:
+                        answers[n] = acks[r.claim_token]
         for n, report in enumerate(reports):
             if n not in answers:
                 try:
@@ -517,36 +503,30 @@ class AgentManager:
         return [answers[n] for n in range(len(reports))]
 
     async def _report_success_postgres(self, report: ResultCreate) -> ResultAck | None:
-        now = self.clock()
+        """The same one-statement path as a batch, with a batch of one."""
+        acks = await self._report_successes_postgres([report])
+        return acks.get(report.claim_token)
+
+    async def _report_successes_postgres(self, reports: list[ResultCreate]) -> dict[str, ResultAck]:
+        """Finish the current claims among ``reports`` (successes of work steps, claim
+        tokens unique) in one statement; acks by claim token, the rest absent."""
         async with pg_hot.raw_connection(self.db.engine) as conn:
-            done = await pg_hot.report_success(
-                conn,
-                task_id=report.task_id,
-                step_id=report.step_id,
-                claim_token=report.claim_token,
-                agent_id=report.agent_id,
-                output=report.output,
-                ra_history=[ta.model_dump(mode="json") for ta in report.ra_history],
-                prompt_tokens=report.usage.prompt_tokens,
-                completion_tokens=report.usage.completion_tokens,
-                total_tokens=report.usage.total_tokens,
-                error=report.error,
-                retryable=report.retryable,
-                now=now,
-            )
-        if done is None:
-            return None
+            done = await pg_hot.report_successes(conn, reports=reports, now=self.clock())
         woken = list(done.ready_roles)
-        if done.steps_remaining == 0:
-            woken += await self.finish_phase(task_id=report.task_id)
+        for task_id in done.finished_tasks:
+            woken += await self.finish_phase(task_id=task_id)
         self.wake(woken)
-        return ResultAck(
-            result_id=done.result_id,
-            task_id=report.task_id,
-            step_id=report.step_id,
-            attempt=done.attempt,
-            outcome="done",
-        )
+        by_token = {r.claim_token: r for r in reports}
+        return {
+            token: ResultAck(
+                result_id=result_id,
+                task_id=by_token[token].task_id,
+                step_id=by_token[token].step_id,
+                attempt=attempt,
+                outcome="done",
+            )
+            for token, (result_id, attempt) in done.acks.items()
+        }
 
     @retry_transient
     async def finish_phase(self, *, task_id: str) -> list[str]:

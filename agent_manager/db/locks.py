@@ -20,22 +20,14 @@ A lock lives as long as its claim's lease: rows past ``expires_at`` do not count
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent_manager.db.queries import (
-    CLAIMED_COLUMNS,
-    ClaimedRow,
-    claimable,
-    new_claim_token,
-    steps,
-    tasks,
-)
+from agent_manager.db.queries import ClaimedRow, claimable, mark_claimed, steps, tasks
 from agent_manager.db.tables import FileAccessORM
-from agent_manager.models import StepStatus
 
 locks_table = cast(Table, FileAccessORM.__table__)
 
@@ -144,34 +136,26 @@ async def claim_with_locks(
             continue
         if await conflicts(session, wanted=wanted, now=now):
             continue
-        token = new_claim_token()
-        expires = now + timedelta(seconds=lease_seconds)
-        row = (
-            await session.execute(
-                update(steps)
-                .where(steps.c.task_id == task_id, steps.c.id == step_id)
-                .values(
-                    status=StepStatus.CLAIMED.value,
-                    claim_token=token,
-                    agent_id=agent_id,
-                    claimed_at=now,
-                    updated_at=now,
-                    lease_expires_at=expires,
-                )
-                .returning(*CLAIMED_COLUMNS)
-            )
-        ).one()
+        claim = await mark_claimed(
+            session,
+            task_id=task_id,
+            step_id=step_id,
+            goal=goal,
+            agent_id=agent_id,
+            lease_seconds=lease_seconds,
+            now=now,
+        )
         await grant(
             session,
             wanted=wanted,
             task_id=task_id,
             step_id=step_id,
-            claim_token=token,
+            claim_token=claim.claim_token,
             agent_id=agent_id,
-            expires_at=expires,
+            expires_at=claim.lease_expires_at,
             now=now,
         )
-        claimed.append(ClaimedRow(**row._mapping, goal=goal, claim_token=token))
+        claimed.append(claim)
         if len(claimed) >= limit:
             break
     return claimed

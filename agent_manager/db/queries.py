@@ -137,28 +137,50 @@ async def claim_steps(
             .join_from(steps, tasks, tasks.c.id == steps.c.task_id)
         )
     ).all()
-    claimed = []
-    for task_id, step_id, has_files, lease_seconds, goal in picked:
-        if has_files:
-            continue
-        token = new_claim_token()
-        row = (
-            await session.execute(
-                update(steps)
-                .where(steps.c.task_id == task_id, steps.c.id == step_id)
-                .values(
-                    status=StepStatus.CLAIMED.value,
-                    claim_token=token,
-                    agent_id=agent_id,
-                    claimed_at=now,
-                    updated_at=now,
-                    lease_expires_at=now + timedelta(seconds=lease_seconds),
-                )
-                .returning(*CLAIMED_COLUMNS)
-            )
-        ).one()
-        claimed.append(ClaimedRow(**row._mapping, goal=goal, claim_token=token))
+    claimed = [
+        await mark_claimed(
+            session,
+            task_id=task_id,
+            step_id=step_id,
+            goal=goal,
+            agent_id=agent_id,
+            lease_seconds=lease_seconds,
+            now=now,
+        )
+        for task_id, step_id, has_files, lease_seconds, goal in picked
+        if not has_files
+    ]
     return claimed, sum(1 for p in picked if p.has_files)
+
+
+async def mark_claimed(
+    session: AsyncSession,
+    *,
+    task_id: str,
+    step_id: str,
+    goal: str,
+    agent_id: str,
+    lease_seconds: float,
+    now: datetime,
+) -> ClaimedRow:
+    """Claim one step this transaction already picked (and holds): a new token and lease."""
+    token = new_claim_token()
+    row = (
+        await session.execute(
+            update(steps)
+            .where(steps.c.task_id == task_id, steps.c.id == step_id)
+            .values(
+                status=StepStatus.CLAIMED.value,
+                claim_token=token,
+                agent_id=agent_id,
+                claimed_at=now,
+                updated_at=now,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+            )
+            .returning(*CLAIMED_COLUMNS)
+        )
+    ).one()
+    return ClaimedRow(**row._mapping, goal=goal, claim_token=token)
 
 
 @dataclass(frozen=True, slots=True)
