@@ -49,11 +49,12 @@ WITH picked AS (
               s.rework_round, t.goal, s.claim_token, s.priority, s.ready_at, s.position,
               -- The latest successful output of each dependency, so the claimer gets
               -- its context without a second round trip.
+              CASE WHEN s.depends_on = '[]'::jsonb THEN '{{}}'::jsonb ELSE
               (SELECT coalesce(jsonb_object_agg(r.step_id, r.output), '{{}}'::jsonb)
                FROM (SELECT DISTINCT ON (step_id) step_id, output FROM results
                      WHERE task_id = s.task_id AND status = 'success'
                        AND step_id IN (SELECT jsonb_array_elements_text(s.depends_on))
-                     ORDER BY step_id, id DESC) r) AS dependency_outputs
+                     ORDER BY step_id, id DESC) r) END AS dependency_outputs
 ), logged AS (
     INSERT INTO events (task_id, step_id, type, data, created_at)
     SELECT task_id, id, 'step.claimed',
