@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent_manager import errors
-from agent_manager.core.manager import is_transient
+from agent_manager.core.transient import is_transient
 
 log = logging.getLogger(__name__)
 

@@ -8,13 +8,11 @@ commit, so a woken claimer always finds the step.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -22,8 +20,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_manager.core import cycle
 from agent_manager.core.events import EventBuffer
+from agent_manager.core.file_locks import FileLocking
 from agent_manager.core.notify import Notifier
-from agent_manager.core.views import claim_context, latest_outputs, lock_public
+from agent_manager.core.records import (
+    ack_of,
+    claim_public,
+    missing_step,
+    outcome_of,
+    result_row,
+    stale_reason,
+)
+from agent_manager.core.transient import retry_transient
+from agent_manager.core.views import claim_context
 from agent_manager.db import locks, pg_hot, queries
 from agent_manager.db.engine import Database
 from agent_manager.db.queries import ClaimedRow
@@ -31,20 +39,16 @@ from agent_manager.db.tables import ResultORM, TaskGraphORM, TaskStepORM, utcnow
 from agent_manager.errors import (
     AgentManagerError,
     Conflict,
-    InvalidRequest,
-    LockConflict,
     NotFound,
     StaleClaim,
 )
 from agent_manager.models import StepStatus, TaskStatus
-from agent_manager.plan import check_path, normalize_path, validate_plan
+from agent_manager.plan import validate_plan
 from agent_manager.retry import RetryPolicy
 from agent_manager.schemas import (
     ClaimContext,
-    ClaimedStep,
     ClaimPublic,
     HeartbeatOut,
-    LockPublic,
     ResultAck,
     ResultCreate,
     TaskCreate,
@@ -53,54 +57,11 @@ from agent_manager.schemas import (
 
 log = logging.getLogger(__name__)
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-#: PostgreSQL's "deadlock detected" and "could not serialize": the transaction was
-#: rolled back as a whole and may simply be run again.
-TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
-
-
-def is_transient(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        state = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
-        if state in TRANSIENT_SQLSTATES:
-            return True
-        seen = getattr(seen, "orig", None) or seen.__cause__
-    return False
-
-
-def retry_transient(
-    fn: Callable[P, Awaitable[R]],
-) -> Callable[P, Coroutine[Any, Any, R]]:
-    """Run a unit of work again when PostgreSQL aborted it as a deadlock victim.
-
-    A report locks its step, then its task; a cancel or a final failure locks the
-    task, then its open steps. When the two cross, PostgreSQL aborts one of them; the
-    rolled-back one is simply run again.
-    """
-
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        for attempt in range(1, 4):
-            try:
-                return await fn(*args, **kwargs)
-            except Exception as exc:
-                if attempt == 3 or not is_transient(exc):
-                    raise
-                log.info("transaction aborted (%s); running it again", exc)
-                await asyncio.sleep(0.01 * attempt)
-        raise AssertionError("unreachable")
-
-    return wrapper
-
-
 PLAN_STEP_ID = "_plan"
 LOCK_RECHECK_SECONDS = 0.1
 
 
-class AgentManager:
+class AgentManager(FileLocking):
     """The core of the server, independent of HTTP."""
 
     def __init__(
@@ -267,7 +228,7 @@ class AgentManager:
                 for c in needs_context:
                     contexts[(c.task_id, c.id)] = await claim_context(session, claimed=c)
         claims = [
-            _claim_public(
+            claim_public(
                 c,
                 contexts.get((c.task_id, c.id))
                 or ClaimContext(
@@ -401,13 +362,13 @@ class AgentManager:
         async with self.db.transaction() as session:
             step = await queries.lock_step(session, task_id=task_id, step_id=step_id)
             if step is None:
-                raise await _missing_step(session, task_id, step_id)
+                raise await missing_step(session, task_id, step_id)
             if step.claim_token != claim_token:
-                raise StaleClaim(_stale_reason(step))
+                raise StaleClaim(stale_reason(step))
             if step.status == StepStatus.CANCELLED:
                 return HeartbeatOut(lease_expires_at=None, cancelled=True)
             if step.status != StepStatus.CLAIMED:
-                raise StaleClaim(_stale_reason(step))
+                raise StaleClaim(stale_reason(step))
             step.lease_expires_at = now + timedelta(seconds=step.lease_seconds)
             if step.holds_locks:
                 await locks.extend(
@@ -436,7 +397,7 @@ class AgentManager:
         async with self.db.transaction() as session:
             step = await queries.lock_step(session, task_id=report.task_id, step_id=report.step_id)
             if step is None:
-                raise await _missing_step(session, report.task_id, report.step_id)
+                raise await missing_step(session, report.task_id, report.step_id)
             if step.claim_token != report.claim_token or step.status != StepStatus.CLAIMED:
                 earlier = await session.scalar(
                     select(ResultORM).where(ResultORM.claim_token == report.claim_token)
@@ -447,10 +408,10 @@ class AgentManager:
                             f"a different result was already reported for this claim of "
                             f"step '{step.id}' (result {earlier.id}); a claim reports once"
                         )
-                    return _ack(earlier)
+                    return ack_of(earlier)
                 if step.claim_token == report.claim_token and step.status == StepStatus.CANCELLED:
                     raise Conflict(f"task '{step.task_id}' was cancelled; the result is not needed")
-                raise StaleClaim(_stale_reason(step))
+                raise StaleClaim(stale_reason(step))
             if report.agent_id and step.agent_id and report.agent_id != step.agent_id:
                 raise StaleClaim(
                     f"step '{step.id}' is claimed by agent '{step.agent_id}', "
@@ -458,8 +419,8 @@ class AgentManager:
                 )
             task = await queries.lock_task(session, task_id=step.task_id)
             assert task is not None
-            outcome = _outcome(step, report)
-            result = _result_row(
+            outcome = outcome_of(step, report)
+            result = result_row(
                 report, step.attempt, step.rework_round, step.agent_id, outcome, now
             )
             # The result goes in first: finishing the task may read this very output.
@@ -467,7 +428,7 @@ class AgentManager:
             await session.flush()
             woken = await self._apply_failure(session, task, step, report, now, events)
             await events.flush(session)
-            ack = _ack(result)
+            ack = ack_of(result)
         self.wake(woken)
         return ack
 
@@ -571,7 +532,7 @@ class AgentManager:
             )
             if finished is None:
                 return None  # the slow path works out why
-            result = _result_row(
+            result = result_row(
                 report, finished.attempt, finished.rework_round, finished.agent_id, "done", now
             )
             session.add(result)
@@ -596,7 +557,7 @@ class AgentManager:
                 events=events,
             )
             await events.flush(session)
-            ack = _ack(result)
+            ack = ack_of(result)
         self.wake(woken)
         return ack
 
@@ -709,138 +670,6 @@ class AgentManager:
         self.wake(woken)
         return len(expired)
 
-    @retry_transient
-    async def release_claim(
-        self, *, task_id: str, step_id: str, claim_token: str, reason: str = "released"
-    ) -> bool:
-        """Hand a claimed step back untouched: ready again, same attempt, locks freed.
-
-        For a claim whose worker will not run it (a long-poll whose client hung up, a
-        worker shutting down). False when the claim was no longer current.
-        """
-        now = self.clock()
-        async with self.db.transaction() as session:
-            step = await queries.lock_step(session, task_id=task_id, step_id=step_id)
-            if step is None or step.claim_token != claim_token:
-                return False
-            if step.status != StepStatus.CLAIMED:
-                return False
-            if step.holds_locks:
-                await queries.release_locks(session, claim_tokens=[claim_token])
-                step.holds_locks = False
-            step.status = StepStatus.READY
-            step.claim_token = step.agent_id = step.lease_expires_at = step.claimed_at = None
-            step.ready_at = step.updated_at = now
-            events = EventBuffer(now)
-            events.add(task_id, "step.released", step_id, reason=reason, attempt=step.attempt)
-            await events.flush(session)
-            role = step.role
-        self.wake([role])
-        return True
-
-    # -- ad-hoc file locks -------------------------------------------------------------
-
-    async def acquire_lock(
-        self,
-        *,
-        task_id: str,
-        step_id: str,
-        claim_token: str,
-        path: str,
-        mode: str,
-        wait: float = 0.0,
-    ) -> LockPublic:
-        """Lock a path a running step discovered it needs, waiting up to ``wait`` s.
-
-        The lock belongs to the step's claim and ends with it. Raises
-        :class:`LockConflict` naming the holder when the wait ends without it.
-        """
-        reason = check_path(path, self.workspace)
-        if reason:
-            raise InvalidRequest(f"path: '{path}' {reason}")
-        path = normalize_path(path)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        pause = 0.02
-        while True:
-            held = await self._try_lock(task_id, step_id, claim_token, path, mode)
-            if isinstance(held, LockPublic):
-                return held
-            if loop.time() >= deadline:
-                raise LockConflict(
-                    f"'{path}' is locked ({held['mode']}) by step '{held['step_id']}' of task "
-                    f"'{held['task_id']}'; {mode} is not compatible",
-                    holder={
-                        "task_id": held["task_id"],
-                        "step_id": held["step_id"],
-                        "mode": held["mode"],
-                    },
-                )
-            # Locks free up in whichever process finishes their holder: look again.
-            await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
-            pause = min(pause * 2, 0.5)
-
-    @retry_transient
-    async def _try_lock(
-        self, task_id: str, step_id: str, claim_token: str, path: str, mode: str
-    ) -> LockPublic | dict[str, Any]:
-        now = self.clock()
-        async with self.db.transaction() as session:
-            step = await queries.lock_step(session, task_id=task_id, step_id=step_id)
-            if step is None:
-                raise await _missing_step(session, task_id, step_id)
-            if step.claim_token != claim_token or step.status != StepStatus.CLAIMED:
-                raise StaleClaim(_stale_reason(step))
-            assert step.lease_expires_at is not None
-            own = [
-                r
-                for r in await locks.held_by_task(session, task_id=task_id, now=now)
-                if r["claim_token"] == claim_token and r["path"] == path
-            ]
-            if own and (own[0]["mode"] == mode or own[0]["mode"] == "exclusive"):
-                return lock_public(own[0])
-            if own:
-                raise Conflict(
-                    f"this claim already holds '{path}' as {own[0]['mode']}; "
-                    f"release it before asking for {mode}"
-                )
-            if not await locks.guard_paths(session, [path]):
-                return {"task_id": "?", "step_id": "(being granted)", "mode": "?"}
-            blocking = await locks.conflicts(
-                session, wanted={path: mode}, now=now, exclude_token=claim_token
-            )
-            if blocking:
-                return blocking[0]
-            (lock_id,) = await locks.grant(
-                session,
-                wanted={path: mode},
-                task_id=task_id,
-                step_id=step_id,
-                claim_token=claim_token,
-                agent_id=step.agent_id,
-                expires_at=step.lease_expires_at,
-                now=now,
-            )
-            events = EventBuffer(now)
-            events.add(task_id, "lock.granted", step_id, path=path, mode=mode, lock_id=lock_id)
-            await events.flush(session)
-            return LockPublic(
-                id=lock_id,
-                path=path,
-                mode=mode,
-                task_id=task_id,
-                step_id=step_id,  # type: ignore[arg-type]
-                agent_id=step.agent_id,
-                expires_at=step.lease_expires_at,
-            )
-
-    @retry_transient
-    async def release_lock(self, *, lock_id: int, claim_token: str) -> None:
-        """Release an ad-hoc lock held by ``claim_token``."""
-        async with self.db.transaction() as session:
-            if not await locks.release_one(session, lock_id=lock_id, claim_token=claim_token):
-                raise NotFound(f"no lock {lock_id} held by this claim")
-
     # -- cancelling ---------------------------------------------------------------
 
     @retry_transient
@@ -877,90 +706,4 @@ class AgentManager:
             self.notifier.notify([role], n)
 
 
-async def _missing_step(session: AsyncSession, task_id: str, step_id: str) -> NotFound:
-    if await session.get(TaskGraphORM, task_id) is None:
-        return NotFound(f"no task '{task_id}'")
-    return NotFound(f"task '{task_id}' has no step '{step_id}'")
-
-
-def _stale_reason(step: TaskStepORM) -> str:
-    status = StepStatus(step.status)
-    if status == StepStatus.CLAIMED:
-        return (
-            f"step '{step.id}' is held by another claim (agent '{step.agent_id}', "
-            f"attempt {step.attempt}); this claim token is not current"
-        )
-    return (
-        f"step '{step.id}' is {status} (attempt {step.attempt}); this claim token is not "
-        "current — its lease may have expired and the step been handed to another worker"
-    )
-
-
-def _outcome(step: TaskStepORM, report: ResultCreate) -> str:
-    if report.status == "success":
-        return "done"
-    if report.retryable and step.attempt < step.max_attempts:
-        return "retry_scheduled"
-    return "failed"
-
-
-def _claim_public(claimed: ClaimedRow, context: ClaimContext) -> ClaimPublic:
-    return ClaimPublic(
-        task_id=claimed.task_id,
-        step=ClaimedStep(
-            id=claimed.id,
-            role=claimed.role,
-            instruction=claimed.instruction,
-            depends_on=claimed.depends_on,
-            files=claimed.files,  # type: ignore[arg-type]
-            attempt=claimed.attempt,
-            max_attempts=claimed.max_attempts,
-            rework_round=claimed.rework_round,
-        ),
-        goal=claimed.goal,
-        claim_token=claimed.claim_token,
-        lease_expires_at=claimed.lease_expires_at,
-        lease_seconds=claimed.lease_seconds,
-        context=context,
-    )
-
-
-def _result_row(
-    report: ResultCreate,
-    attempt: int,
-    rework_round: int,
-    agent_id: str | None,
-    outcome: str,
-    now: datetime,
-) -> ResultORM:
-    return ResultORM(
-        task_id=report.task_id,
-        step_id=report.step_id,
-        attempt=attempt,
-        rework_round=rework_round,
-        claim_token=report.claim_token,
-        agent_id=report.agent_id or agent_id,
-        status=report.status,
-        output=report.output,
-        ra_history=[ta.model_dump(mode="json") for ta in report.ra_history],
-        prompt_tokens=report.usage.prompt_tokens,
-        completion_tokens=report.usage.completion_tokens,
-        total_tokens=report.usage.total_tokens,
-        error=report.error,
-        retryable=report.retryable and report.status == "failure",
-        outcome=outcome,
-        created_at=now,
-    )
-
-
-def _ack(result: ResultORM) -> ResultAck:
-    return ResultAck(
-        result_id=result.id,
-        task_id=result.task_id,
-        step_id=result.step_id,
-        attempt=result.attempt,
-        outcome=result.outcome,  # type: ignore[arg-type]
-    )
-
-
-__all__ = ["PLAN_STEP_ID", "AgentManager", "latest_outputs"]
+__all__ = ["PLAN_STEP_ID", "AgentManager"]
