@@ -1,8 +1,10 @@
 """The AgentManager: submitting, claiming, heartbeats, results, retries, cancellation.
 
-Every public method is one database transaction. Roles whose steps became ready are
-collected during the transaction and their waiting claimers woken only after the
-commit, so a woken claimer always finds the step.
+Each state change is one transaction (on PostgreSQL, the claim and the successful
+report are single statements, see :mod:`agent_manager.db.pg_hot`). Roles whose steps
+became ready are collected on the way and their waiting claimers woken only after the
+commit, so a woken claimer always finds the step. File-lock operations are in
+:mod:`agent_manager.core.file_locks`, the task's phases in :mod:`.cycle`.
 """
 
 from __future__ import annotations
