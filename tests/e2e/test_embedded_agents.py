@@ -44,7 +44,10 @@ async def test_two_servers_run_the_cycle_without_running_a_step_twice(
             rounds = Counter(a["rework_round"] for a in step["attempts"])
             assert set(rounds.values()) == {1}, (step["id"], step["attempts"])
             agents |= {a["agent_id"] for a in step["attempts"]}
-    assert len({a.rsplit("-", 1)[-1] for a in agents}) == 2  # both processes took part
+    # Usually both processes take part (each task's first step is woken where it was
+    # submitted), but which one runs what is up to the race: only "never twice" is
+    # guaranteed.
+    assert agents
 
 
 async def test_external_workers_can_serve_the_reserved_roles(db_url: str, tmp_path: Path) -> None:
