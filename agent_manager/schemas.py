@@ -280,6 +280,24 @@ class ResultBatchAck(BaseModel):
     )
 
 
+class AgentStep(BaseModel):
+    task_id: str
+    step_id: str
+    role: str
+    claimed_at: datetime | None
+    lease_expires_at: datetime | None
+
+
+class AgentPublic(BaseModel):
+    """A worker the server has seen (it claimed), and what it holds now."""
+
+    id: str
+    roles: list[str]
+    first_seen_at: datetime
+    last_seen_at: datetime
+    current_steps: list[AgentStep]
+
+
 class EventPublic(BaseModel):
     id: int
     task_id: str

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agent_manager.db import locks
 from agent_manager.db.queries import ClaimedRow
 from agent_manager.db.tables import (
+    AgentORM,
     EventORM,
     ResultORM,
     TaskGraphORM,
@@ -23,6 +24,8 @@ from agent_manager.db.tables import (
 from agent_manager.errors import InvalidRequest, NotFound
 from agent_manager.models import AuditReport, StepStatus, TaskStatus, Usage
 from agent_manager.schemas import (
+    AgentPublic,
+    AgentStep,
     AuditPublic,
     ClaimContext,
     EventPublic,
@@ -303,4 +306,42 @@ async def list_events(
             created_at=r.created_at,
         )
         for r in rows
+    ]
+
+
+async def list_agents(session: AsyncSession) -> list[AgentPublic]:
+    """Every worker seen, most recently seen first, with the steps it holds now."""
+    agents = (await session.scalars(select(AgentORM).order_by(AgentORM.last_seen_at.desc()))).all()
+    held = await session.execute(
+        select(
+            TaskStepORM.agent_id,
+            TaskStepORM.task_id,
+            TaskStepORM.id,
+            TaskStepORM.role,
+            TaskStepORM.claimed_at,
+            TaskStepORM.lease_expires_at,
+        )
+        .where(TaskStepORM.status == StepStatus.CLAIMED)
+        .order_by(TaskStepORM.claimed_at)
+    )
+    by_agent: dict[str | None, list[AgentStep]] = {}
+    for agent_id, task_id, step_id, role, claimed_at, expires in held:
+        by_agent.setdefault(agent_id, []).append(
+            AgentStep(
+                task_id=task_id,
+                step_id=step_id,
+                role=role,
+                claimed_at=claimed_at,
+                lease_expires_at=expires,
+            )
+        )
+    return [
+        AgentPublic(
+            id=a.id,
+            roles=list(a.roles),
+            first_seen_at=a.first_seen_at,
+            last_seen_at=a.last_seen_at,
+            current_steps=by_agent.get(a.id, []),
+        )
+        for a in agents
     ]

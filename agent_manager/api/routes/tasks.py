@@ -9,7 +9,14 @@ from fastapi import APIRouter, Header, Query, Response
 from agent_manager.api.deps import ManagerDep, Reader, SessionDep, Submitter
 from agent_manager.core import views
 from agent_manager.models import TaskStatus
-from agent_manager.schemas import EventPublic, TaskCreate, TaskCreated, TaskPage, TaskPublic
+from agent_manager.schemas import (
+    AgentPublic,
+    EventPublic,
+    TaskCreate,
+    TaskCreated,
+    TaskPage,
+    TaskPublic,
+)
 
 router = APIRouter(prefix="/v1", tags=["tasks"])
 
@@ -60,6 +67,12 @@ async def cancel_task(
     """Cancel a task; its workers learn it on their next heartbeat."""
     await manager.cancel_task(task_id=task_id)
     return await views.get_task(session, task_id=task_id)
+
+
+@router.get("/agents", response_model=list[AgentPublic], tags=["agents"])
+async def list_agents(session: SessionDep, _: Reader) -> list[AgentPublic]:
+    """Known workers: their roles, when they last spoke, the steps they hold now."""
+    return await views.list_agents(session)
 
 
 @router.get("/tasks/{task_id}/events", response_model=list[EventPublic])
