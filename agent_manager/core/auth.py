@@ -148,8 +148,7 @@ class TokenVerifier:
     """Resolves bearer secrets to principals, caching hits briefly.
 
     The cache keeps a lookup off the hot path of every claim and report; a token
-    revoked through this process is dropped at once, one revoked elsewhere within
-    ``ttl`` seconds.
+    revoked with ``am token revoke`` stops working within ``ttl`` seconds.
     """
 
     def __init__(self, ttl: float = 5.0) -> None:
@@ -179,6 +178,3 @@ class TokenVerifier:
         )
         self._cache[digest] = (now + self.ttl, principal)
         return principal
-
-    def forget(self) -> None:
-        self._cache.clear()
