@@ -38,6 +38,21 @@ class Settings(BaseSettings):
     )
     workspace: Path = Path("./workspace")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto", description="json: one JSON object per line; auto: text on a terminal"
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://host:port/db — carries wake-ups and events between server "
+        "replicas; without it each replica re-checks the database every AM_RECHECK_INTERVAL",
+    )
+    recheck_interval: float = Field(
+        default=0.5,
+        gt=0,
+        le=10,
+        description="how often a waiting long-poll or event stream looks at the database "
+        "for work another replica made ready",
+    )
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     db_pool_size: int = Field(default=10, ge=1, le=200)
     auto_migrate: bool | None = Field(
@@ -73,6 +88,9 @@ class Settings(BaseSettings):
         default=None, description="a JSON scenario file for the scripted model"
     )
     agent_max_iterations: int = Field(default=8, ge=1, le=100)
+    llm_scripted_latency: float = Field(
+        default=0.0, ge=0, le=60, description="seconds each scripted-model call takes (demo pacing)"
+    )
 
     def roles_list(self, value: str) -> list[str]:
         return [r.strip() for r in value.split(",") if r.strip()]

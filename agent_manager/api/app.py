@@ -95,6 +95,7 @@ def build_runner(manager: AgentManager, settings: Settings) -> EmbeddedRunner | 
         timeout=settings.llm_timeout,
         structured_mode=settings.llm_structured_mode,
         scenario_path=str(settings.llm_scenario) if settings.llm_scenario else None,
+        scripted_latency=settings.llm_scripted_latency,
     )
     if provider == "scripted":
         log.warning(

@@ -46,6 +46,7 @@ def build_llm_client(
     timeout: float = 60.0,
     structured_mode: str = "auto",
     scenario_path: str | None = None,
+    scripted_latency: float = 0.0,
 ) -> LLMClient:
     """Build the client the settings ask for (``AM_LLM_PROVIDER`` = openai | scripted).
 
@@ -55,7 +56,7 @@ def build_llm_client(
     kind = (provider or "").strip().lower()
     if kind in ("scripted", "offline"):
         scenario = Scenario.from_file(scenario_path) if scenario_path else None
-        return ScriptedModel(scenario)
+        return ScriptedModel(scenario, latency=scripted_latency)
     if kind != "openai":
         raise LLMConfigError(
             f"unknown LLM provider {provider!r}; set AM_LLM_PROVIDER to one of "
