@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agent_manager.db.tables import EventORM
 
 EVENTS = cast(Table, EventORM.__table__)
+#: ``session.info`` key: the tasks this transaction wrote events for.
+EVENT_TASKS = "event_tasks"
 
 
 class EventBuffer:
@@ -34,4 +36,6 @@ class EventBuffer:
     async def flush(self, session: AsyncSession) -> None:
         if self.rows:
             await session.execute(insert(EVENTS), self.rows)
+            # Database.transaction announces these tasks once the commit succeeds.
+            session.info.setdefault(EVENT_TASKS, set()).update(r["task_id"] for r in self.rows)
             self.rows = []

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -23,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agent_manager.core import cycle
 from agent_manager.core.events import EventBuffer
 from agent_manager.core.file_locks import FileLocking
-from agent_manager.core.notify import Notifier
+from agent_manager.core.notify import Notifier, TaskSignals
 from agent_manager.core.records import (
     ack_of,
     claim_public,
@@ -57,6 +59,9 @@ from agent_manager.schemas import (
     TaskCreated,
 )
 
+if TYPE_CHECKING:
+    from agent_manager.core.bus import RedisBus
+
 log = logging.getLogger(__name__)
 
 PLAN_STEP_ID = "_plan"
@@ -71,6 +76,8 @@ class AgentManager(FileLocking):
         db: Database,
         *,
         notifier: Notifier | None = None,
+        bus: RedisBus | None = None,
+        recheck_interval: float = 0.5,
         lease_seconds: float = 60.0,
         retry_policy: RetryPolicy | None = None,
         workspace: Path | None = None,
@@ -78,6 +85,10 @@ class AgentManager(FileLocking):
     ) -> None:
         self.db = db
         self.notifier = notifier or Notifier()
+        self.task_signals = TaskSignals()
+        self.bus = bus
+        self._recheck_interval = recheck_interval
+        db.on_events_committed = self.events_committed
         self.lease_seconds = lease_seconds
         self.retry_policy = retry_policy or RetryPolicy(base=1.0, maximum=60.0)
         self.workspace = workspace
@@ -252,7 +263,7 @@ class AgentManager(FileLocking):
     ) -> tuple[list[ClaimedRow], int]:
         if self.db.is_postgres:
             async with pg_hot.raw_connection(self.db.engine) as conn:
-                return await pg_hot.claim(
+                claimed, file_candidates = await pg_hot.claim(
                     conn,
                     roles=roles,
                     agent_id=agent_id,
@@ -260,6 +271,8 @@ class AgentManager(FileLocking):
                     limit=limit,
                     skip_files=skip_files,
                 )
+            self.events_committed(c.task_id for c in claimed)
+            return claimed, file_candidates
         async with self.db.transaction() as session:
             claimed, file_candidates = await queries.claim_steps(
                 session,
@@ -339,6 +352,8 @@ class AgentManager(FileLocking):
                     # A step waits for file locks, which free up in whatever process
                     # finishes their holder: look again shortly.
                     remaining = min(remaining, LOCK_RECHECK_SECONDS)
+                # Another replica may make work ready without a word reaching this one.
+                remaining = min(remaining, self.recheck_interval)
                 await waiter.wait(remaining)
             return claims
         finally:
@@ -475,11 +490,12 @@ class AgentManager(FileLocking):
         tokens unique) in one statement; acks by claim token, the rest absent."""
         async with pg_hot.raw_connection(self.db.engine) as conn:
             done = await pg_hot.report_successes(conn, reports=reports, now=self.clock())
+        by_token = {r.claim_token: r for r in reports}
+        self.events_committed(by_token[token].task_id for token in done.acks)
         woken = list(done.ready_roles)
         for task_id in done.finished_tasks:
             woken += await self.finish_phase(task_id=task_id)
         self.wake(woken)
-        by_token = {r.claim_token: r for r in reports}
         return {
             token: ResultAck(
                 result_id=result_id,
@@ -696,16 +712,38 @@ class AgentManager(FileLocking):
     # -- helpers ------------------------------------------------------------------
 
     def begin_shutdown(self) -> None:
-        """End every long-poll now (they answer 204); the process is stopping."""
+        """End every long-poll and event stream now; the process is stopping."""
         self.closing = True
         self.notifier.wake_all()
+        self.task_signals.fire_all()
+
+    @property
+    def recheck_interval(self) -> float:
+        """How long a waiter goes without looking at the database itself."""
+        return self.bus.recheck_interval if self.bus is not None else self._recheck_interval
 
     def wake(self, roles: Iterable[str]) -> None:
-        counts: dict[str, int] = {}
-        for role in roles:
-            counts[role] = counts.get(role, 0) + 1
+        """Steps of ``roles`` became ready: wake as many claimers, here and on other replicas."""
+        counts = Counter(roles)
         for role, n in counts.items():
             self.notifier.notify([role], n)
+        if counts and self.bus is not None:
+            self.bus.publish(roles=counts)
+
+    def events_committed(self, task_ids: Iterable[str]) -> None:
+        """New events of ``task_ids`` are in the database: wake their event streams."""
+        tasks = set(task_ids)
+        if not tasks:
+            return
+        self.task_signals.fire(tasks)
+        if self.bus is not None:
+            self.bus.publish(tasks=tasks)
+
+    def on_remote_notice(self, roles: Mapping[str, int], task_ids: Iterable[str]) -> None:
+        """Another replica made steps ready or wrote events (see core/bus.py)."""
+        for role, n in roles.items():
+            self.notifier.notify([role], n)
+        self.task_signals.fire(task_ids)
 
 
 __all__ = ["PLAN_STEP_ID", "AgentManager"]

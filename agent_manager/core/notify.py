@@ -97,3 +97,34 @@ class Notifier:
 
     def waiting(self, role: str) -> int:
         return len(self._waiters.get(role, ()))
+
+
+class TaskSignals:
+    """Wakes event streams when their task has new events.
+
+    A stream subscribes before it reads, then waits; ``fire`` after a commit wakes
+    every stream of those tasks (they read the new events from the database).
+    """
+
+    def __init__(self) -> None:
+        self._streams: dict[str, set[asyncio.Event]] = {}
+
+    def subscribe(self, task_id: str) -> asyncio.Event:
+        signal = asyncio.Event()
+        self._streams.setdefault(task_id, set()).add(signal)
+        return signal
+
+    def unsubscribe(self, task_id: str, signal: asyncio.Event) -> None:
+        streams = self._streams.get(task_id)
+        if streams is not None:
+            streams.discard(signal)
+            if not streams:
+                del self._streams[task_id]
+
+    def fire(self, task_ids: Iterable[str]) -> None:
+        for task_id in task_ids:
+            for signal in self._streams.get(task_id, ()):
+                signal.set()
+
+    def fire_all(self) -> None:
+        self.fire(list(self._streams))

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import StreamingResponse
 
+from agent_manager.api import sse
 from agent_manager.api.deps import ManagerDep, Reader, SessionDep, Submitter
-from agent_manager.core import views
+from agent_manager.core import event_stream, views
 from agent_manager.models import TaskStatus
 from agent_manager.schemas import (
     AgentPublic,
@@ -75,14 +77,27 @@ async def list_agents(session: SessionDep, _: Reader) -> list[AgentPublic]:
     return await views.list_agents(session)
 
 
-@router.get("/tasks/{task_id}/events", response_model=list[EventPublic])
+@router.get(
+    "/tasks/{task_id}/events",
+    response_model=list[EventPublic],
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
 async def list_events(
     task_id: str,
     session: SessionDep,
+    manager: ManagerDep,
     _: Reader,
     after: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-) -> list[EventPublic]:
-    """A task's events after event id ``after``, oldest first."""
+    accept: Annotated[str, Header()] = "",
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> list[EventPublic] | StreamingResponse:
+    """A task's events after event id ``after``, oldest first; with ``Accept:
+    text/event-stream`` a live stream of them, resumable with ``Last-Event-ID``."""
     await views.get_task_row(session, task_id=task_id)
-    return await views.list_events(session, task_id=task_id, after=after, limit=limit)
+    if "text/event-stream" not in accept:
+        return await views.list_events(session, task_id=task_id, after=after, limit=limit)
+    if last_event_id is not None:
+        after = sse.parse_last_event_id(last_event_id)
+    await session.close()  # a stream may last hours: give the connection back now
+    return sse.response(event_stream.follow(manager, task_id=task_id, after=after))
