@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
+#: One channel per deployment (AM_REDIS_CHANNEL), so deployments can share a Redis.
 CHANNEL = "agent_manager:notices"
 #: While the subscription is up, waiters still look at the database this often, in case
 #: a message was lost (e.g. published while this replica was reconnecting).
@@ -43,8 +44,9 @@ NoticeHandler = Callable[[Mapping[str, int], Iterable[str]], None]
 class RedisBus:
     """Publishes this replica's notices and hands other replicas' notices to ``on_notice``."""
 
-    def __init__(self, url: str, *, recheck: float = 0.5) -> None:
+    def __init__(self, url: str, *, channel: str = CHANNEL, recheck: float = 0.5) -> None:
         self.url = url
+        self.channel = channel
         self.replica_id = uuid.uuid4().hex[:12]
         self._recheck = recheck
         self._client: redis.Redis = redis.from_url(
@@ -106,7 +108,7 @@ class RedisBus:
             self._roles.clear()
             self._tasks.clear()
             try:
-                await self._client.publish(CHANNEL, json.dumps(message))
+                await self._client.publish(self.channel, json.dumps(message))
             except (RedisError, OSError) as exc:
                 # Dropped: the other replicas' re-checks find the work anyway.
                 self._warn(f"cannot publish to Redis ({exc}); replicas fall back to re-checks")
@@ -118,7 +120,7 @@ class RedisBus:
         while True:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(CHANNEL)
+                await pubsub.subscribe(self.channel)
                 self._subscribed = True
                 delay = 0.1
                 log.info("listening for other replicas on Redis %s", _safe(self.url))
@@ -141,7 +143,7 @@ class RedisBus:
             roles = {str(r): int(n) for r, n in notice.get("roles", {}).items()}
             tasks = [str(t) for t in notice.get("tasks", [])]
         except (ValueError, TypeError, KeyError, AttributeError):
-            log.warning("ignored a malformed notice on %s", CHANNEL)
+            log.warning("ignored a malformed notice on %s", self.channel)
             return
         on_notice(roles, tasks)
 
