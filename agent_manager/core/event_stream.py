@@ -118,12 +118,11 @@ async def follow(
                 yield event
             if events:
                 quiet_since = time.monotonic()
-            if len(events) >= BATCH:
-                continue
+                continue  # read again: more may have come meanwhile
             if reader.settling:
                 await asyncio.sleep(SETTLE_POLL_SECONDS)
                 continue
-            if final and not events:
+            if final:
                 return  # the status was read before the events: nothing can follow
             if time.monotonic() - quiet_since >= keepalive:
                 quiet_since = time.monotonic()
