@@ -28,6 +28,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/claim_throughput.py
+	$(BIN)/python bench/cross_replica_handoff.py
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -106,8 +106,9 @@ async def run_clients(
     return done, time.perf_counter() - start, claim_ms, report_ms
 
 
-async def handoff(url: str, rounds: int) -> list[float]:
-    """A waiter long-polls role 'next'; the reporter finishes the step it depends on.
+async def handoff(url: str, rounds: int, waiter_url: str | None = None) -> list[float]:
+    """A waiter long-polls role 'next' (on ``waiter_url``, by default the same server);
+    the reporter finishes the step it depends on.
 
     Measured from the server's clock when it took the report (the ``step.done``
     event's time, stamped before the commit, so this errs long) to the moment the
@@ -117,7 +118,7 @@ async def handoff(url: str, rounds: int) -> list[float]:
     samples = []
     async with (
         httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as a,
-        httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as b,
+        httpx.AsyncClient(base_url=waiter_url or url, headers=headers, timeout=60) as b,
     ):
         for _ in range(rounds):
             plan = {
