@@ -29,7 +29,9 @@ Exceptions (see :mod:`agent_manager.client.errors`)::
 
 from __future__ import annotations
 
-from agent_manager.client.app import import_handler, run_worker
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from agent_manager.client.config import ConfigError, LLMConfig, WorkerConfig, load_config
 from agent_manager.client.errors import (
     AuthError,
@@ -44,7 +46,32 @@ from agent_manager.client.errors import (
     WaitTimeout,
 )
 from agent_manager.client.http import AgentManagerClient
-from agent_manager.client.worker import Handler, Worker, WorkerStats, agent_handler
+
+if TYPE_CHECKING:
+    from agent_manager.client.app import import_handler, run_worker
+    from agent_manager.client.worker import Handler, Worker, WorkerStats, agent_handler
+
+# The worker side imports the agents and the LLM SDK, which takes a second or more:
+# it is loaded on first use, so that code that only submits and reads tasks (the
+# `am` task commands, scripts) starts quickly.
+_LAZY = {
+    "import_handler": "app",
+    "run_worker": "app",
+    "Handler": "worker",
+    "Worker": "worker",
+    "WorkerStats": "worker",
+    "agent_handler": "worker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AgentManagerClient",

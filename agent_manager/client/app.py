@@ -70,6 +70,7 @@ def build_llm(llm: LLMConfig) -> LLMClient:
             timeout=llm.timeout,
             structured_mode=llm.structured_mode,
             scenario_path=str(llm.scenario) if llm.scenario else None,
+            scripted_latency=llm.scripted_latency,
         )
     except LLMConfigError as exc:
         raise ConfigError([f"llm: {exc.message}"]) from None

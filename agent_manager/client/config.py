@@ -47,6 +47,9 @@ class LLMConfig(BaseModel):
     structured_mode: Literal["auto", "json_schema", "json_object"] = "auto"
     scenario: Path | None = None
     max_iterations: int = Field(default=8, ge=1, le=100)
+    scripted_latency: float = Field(
+        default=0.0, ge=0, le=60, description="seconds each scripted-model call takes (demo pacing)"
+    )
 
     def resolved_provider(self) -> str:
         """``auto`` means openai when a model, URL or key is given, else the scripted model."""
@@ -135,6 +138,7 @@ ENV_LLM_FIELDS = {
     "AM_LLM_STRUCTURED_MODE": "structured_mode",
     "AM_LLM_SCENARIO": "scenario",
     "AM_AGENT_MAX_ITERATIONS": "max_iterations",
+    "AM_LLM_SCRIPTED_LATENCY": "scripted_latency",
 }
 
 #: How ``am worker`` spells the flag of each field, for messages.

@@ -32,8 +32,10 @@ from agent_manager.client.errors import (
 )
 from agent_manager.models import TaskStatus
 from agent_manager.schemas import (
+    AgentPublic,
     ClaimBatch,
     ClaimPublic,
+    EventPublic,
     HeartbeatOut,
     LockPublic,
     ResultAck,
@@ -170,6 +172,28 @@ class AgentManagerClient:
         """Cancel a task; its workers learn it on their next heartbeat."""
         response = await self._request("POST", f"/v1/tasks/{task_id}/cancel")
         return TaskPublic.model_validate_json(response.content)
+
+    async def events(
+        self, task_id: str, after: int = 0, limit: int = 1000
+    ) -> builtins.list[EventPublic]:
+        """The task's events with an id above ``after``, oldest first (at most ``limit``).
+
+        Pass the last id seen as ``after`` to read on from there: polling this way is
+        what ``am watch`` and ``am logs --follow`` do.
+        """
+        response = await self._request(
+            "GET",
+            f"/v1/tasks/{task_id}/events",
+            params={"after": after, "limit": limit},
+            # The same path streams server-sent events for text/event-stream.
+            headers={"Accept": "application/json"},
+        )
+        return [EventPublic.model_validate(e) for e in response.json()]
+
+    async def agents(self) -> builtins.list[AgentPublic]:
+        """The workers the server has seen, their roles and the steps they hold now."""
+        response = await self._request("GET", "/v1/agents")
+        return [AgentPublic.model_validate(a) for a in response.json()]
 
     # -- work ---------------------------------------------------------------------------
 
