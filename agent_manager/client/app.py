@@ -89,17 +89,19 @@ async def run_worker(
 ) -> WorkerStats:
     """Run a worker as ``config`` describes until it stops; return what it did."""
     async with contextlib.AsyncExitStack() as stack:
+        client = AgentManagerClient(
+            config.server_url, config.auth_token.get_secret_value(), timeout=config.timeout
+        )
+        stack.push_async_callback(client.aclose)
         if config.handler:
             default: Handler = import_handler(config.handler)
         else:
             llm = build_llm(config.llm)
             stack.push_async_callback(llm.aclose)
             agent = WorkerAgent(llm, max_iterations=config.llm.max_iterations)
-            default = agent_handler(agent, workspace=config.workspace)
-        client = AgentManagerClient(
-            config.server_url, config.auth_token.get_secret_value(), timeout=config.timeout
-        )
-        stack.push_async_callback(client.aclose)
+            # With the client, a tool touching an undeclared path asks the server for
+            # an ad-hoc lock first.
+            default = agent_handler(agent, workspace=config.workspace, client=client)
         worker = Worker(
             client,
             config.client_id,

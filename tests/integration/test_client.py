@@ -7,6 +7,7 @@ signal handlers; handlers signal the test through events, not sleeps.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -351,3 +352,45 @@ async def test_a_refused_token_stops_the_worker_with_the_error(
         with pytest.raises(AuthError) as refused:
             await asyncio.wait_for(worker.run(), 10)
     assert refused.value.status == 401
+
+
+async def test_run_worker_s_built_in_agent_locks_undeclared_paths_on_the_server(
+    client: AgentManagerClient, server: LiveServer, tmp_path: Path
+) -> None:
+    scenario = tmp_path / "scenario.json"
+    scenario.write_text(
+        json.dumps(
+            {
+                "rules": [
+                    {
+                        "role": "analyst",
+                        "iteration": 0,
+                        "response": {
+                            "thought": "keep notes",
+                            "action": "write_file",
+                            "action_input": {"path": "found.txt", "content": "notes"},
+                        },
+                    }
+                ]
+            }
+        )
+    )
+    task = await client.submit(
+        "take notes", steps=[{"id": "a", "role": "analyst", "instruction": "Take notes"}]
+    )
+    config = WorkerConfig(
+        server_url=[server.base_url],
+        auth_token=ADMIN_TOKEN,  # type: ignore[arg-type]
+        client_id="agent-1",
+        roles=["analyst"],
+        polling_interval_sec=0.5,
+        workspace=tmp_path / "ws",
+        llm={"provider": "scripted", "scenario": str(scenario)},  # type: ignore[arg-type]
+    )
+    await asyncio.wait_for(run_worker(config, burst=True, install_signal_handlers=False), 30)
+    done = await client.get(task.id, history=True)
+    [only] = step(done, "a").attempts
+    assert "error" not in (only.ra_history[0].observation or "").lower(), only.ra_history[0]
+    assert (tmp_path / "ws" / "found.txt").read_text() == "notes"
+    granted = [e for e in await client.events(task.id) if e.type == "lock.granted"]
+    assert [(e.step_id, e.data["path"]) for e in granted] == [("a", "found.txt")]
