@@ -98,6 +98,33 @@ class EventReader:
         return events
 
 
+async def settled_list(
+    manager: AgentManager, *, task_id: str, after: int, limit: int
+) -> list[EventPublic]:
+    """The task's events after ``after`` (at most ``limit``), up to the newest settled
+    id — so a client polling with ``?after=`` misses nothing either."""
+    if not manager.db.is_postgres:
+        async with manager.db.sessions() as session:
+            return await views.list_events(session, task_id=task_id, after=after, limit=limit)
+    async with manager.db.sessions() as session:
+        newest = await session.scalar(
+            select(func.max(EventORM.id)).where(EventORM.task_id == task_id, EventORM.id > after)
+        )
+        if newest is None:
+            return []
+        _, xmax = (await session.execute(_SNAPSHOT)).one()
+    deadline = time.monotonic() + MAX_SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        async with manager.db.sessions() as session:
+            xmin, _ = (await session.execute(_SNAPSHOT)).one()
+            if xmin >= xmax:
+                break
+        await asyncio.sleep(SETTLE_POLL_SECONDS)
+    async with manager.db.sessions() as session:
+        events = await views.list_events(session, task_id=task_id, after=after, limit=limit)
+    return [e for e in events if e.id <= newest]
+
+
 async def follow(
     manager: AgentManager, *, task_id: str, after: int, keepalive: float = 15.0
 ) -> AsyncIterator[EventPublic | None]:
@@ -137,4 +164,4 @@ async def follow(
         manager.task_signals.unsubscribe(task_id, signal)
 
 
-__all__ = ["EventReader", "follow"]
+__all__ = ["EventReader", "follow", "settled_list"]

@@ -193,3 +193,27 @@ async def test_reader_waits_for_an_earlier_id_committed_later(manager: Any) -> N
         events = await reader.read(session)
     assert [e.type for e in events] == ["first", "second"]
     assert not reader.settling
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_the_json_list_also_waits_for_an_earlier_id(manager: Any) -> None:
+    """``?after=`` polling (the CLI, the dashboard's fallback) gets the same guarantee."""
+    from sqlalchemy import insert
+
+    from agent_manager.core.event_stream import settled_list
+    from agent_manager.core.events import EVENTS
+    from agent_manager.db.tables import utcnow
+
+    def row(kind: str) -> dict[str, Any]:
+        return {"task_id": "t1", "step_id": None, "type": kind, "data": {}, "created_at": utcnow()}
+
+    async with manager.db.sessions() as a:
+        await a.execute(insert(EVENTS), [row("first")])
+        async with manager.db.transaction() as b:
+            await b.execute(insert(EVENTS), [row("second")])
+        listed = asyncio.create_task(settled_list(manager, task_id="t1", after=0, limit=100))
+        await asyncio.sleep(0.3)
+        assert not listed.done()  # waiting for A to end
+        await a.commit()
+    assert [e.type for e in await listed] == ["first", "second"]

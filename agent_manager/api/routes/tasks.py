@@ -95,9 +95,9 @@ async def list_events(
     """A task's events after event id ``after``, oldest first; with ``Accept:
     text/event-stream`` a live stream of them, resumable with ``Last-Event-ID``."""
     await views.get_task_row(session, task_id=task_id)
+    await session.close()  # a stream may last hours: give the connection back now
     if "text/event-stream" not in accept:
-        return await views.list_events(session, task_id=task_id, after=after, limit=limit)
+        return await event_stream.settled_list(manager, task_id=task_id, after=after, limit=limit)
     if last_event_id is not None:
         after = sse.parse_last_event_id(last_event_id)
-    await session.close()  # a stream may last hours: give the connection back now
     return sse.response(event_stream.follow(manager, task_id=task_id, after=after))
