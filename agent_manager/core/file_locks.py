@@ -18,10 +18,13 @@ from agent_manager.core.transient import retry_transient
 from agent_manager.core.views import lock_public
 from agent_manager.db import locks, queries
 from agent_manager.db.engine import Database
-from agent_manager.errors import Conflict, InvalidRequest, LockConflict, NotFound, StaleClaim
+from agent_manager.errors import InvalidRequest, LockConflict, NotFound, StaleClaim
 from agent_manager.models import StepStatus
 from agent_manager.plan import check_path, normalize_path
 from agent_manager.schemas import LockPublic
+
+#: A lock of a stronger mode covers every weaker use of the same path.
+MODE_STRENGTH = {"read": 0, "write": 1, "exclusive": 2}
 
 
 class FileLocking:
@@ -122,13 +125,12 @@ class FileLocking:
                 for r in await locks.held_by_task(session, task_id=task_id, now=now)
                 if r["claim_token"] == claim_token and r["path"] == path
             ]
-            if own and (own[0]["mode"] == mode or own[0]["mode"] == "exclusive"):
-                return lock_public(own[0])
             if own:
-                raise Conflict(
-                    f"this claim already holds '{path}' as {own[0]['mode']}; "
-                    f"release it before asking for {mode}"
-                )
+                strongest = max(own, key=lambda r: MODE_STRENGTH[r["mode"]])
+                if MODE_STRENGTH[strongest["mode"]] >= MODE_STRENGTH[mode]:
+                    return lock_public(strongest)
+                # An upgrade (a declared read, then a write): granted beside the weaker
+                # lock when no other claim is in the way; releasing it keeps the first.
             if not await locks.guard_paths(session, [path]):
                 return {"task_id": "?", "step_id": "(being granted)", "mode": "?"}
             blocking = await locks.conflicts(

@@ -171,3 +171,47 @@ async def test_a_lock_waiter_gets_the_lock_when_the_holder_finishes(server: Live
         assert (await report(client, a)).status_code == 200
         r = await asyncio.wait_for(waiting, 5)
         assert r.status_code == 201 and r.json()["path"] == "f"
+
+
+async def test_a_declared_read_is_upgraded_to_a_write_when_nobody_is_in_the_way(
+    server: LiveServer,
+) -> None:
+    async with server.client() as client:
+        task_id = await submit(
+            client,
+            {
+                "goal": "upgrade",
+                "steps": [step("r", ("shared.txt", "read")), step("other", ("shared.txt", "read"))],
+            },
+        )
+        r, other = await claim(client, "w"), await claim(client, "w")
+        assert r and other and (r["step"]["id"], other["step"]["id"]) == ("r", "other")
+
+        def body(c: dict, mode: str) -> dict:
+            return {
+                "task_id": task_id,
+                "step_id": c["step"]["id"],
+                "claim_token": c["claim_token"],
+                "path": "shared.txt",
+                "mode": mode,
+                "wait": 0,
+            }
+
+        # The declared read covers a read: the same lock comes back.
+        same = await client.post("/v1/locks", json=body(r, "read"))
+        assert same.status_code == 201 and same.json()["mode"] == "read"
+        # A write beside another claim's read is compatible: granted as a second lock.
+        up = await client.post("/v1/locks", json=body(r, "write"))
+        assert up.status_code == 201, up.text
+        assert up.json()["mode"] == "write"
+        # Now the other reader may not write: one writer at a time.
+        refused = await client.post("/v1/locks", json=body(other, "write"))
+        assert refused.status_code == 409 and "'r'" in refused.json()["message"]
+        # Releasing the upgrade leaves the declared read in place.
+        gone = await client.delete(
+            f"/v1/locks/{up.json()['id']}", params={"claim_token": r["claim_token"]}
+        )
+        assert gone.status_code == 204
+        modes = [lk["mode"] for lk in step_of(await get_task(client, task_id), "r")["locks"]]
+        assert modes == ["read"]
+        assert (await client.post("/v1/locks", json=body(other, "write"))).status_code == 201
