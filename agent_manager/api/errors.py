@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent_manager import errors
-from agent_manager.core.transient import is_transient
+from agent_manager.core.transient import is_transient, is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,15 @@ async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 
 
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
+
+
 async def _on_database_down(_: Request, exc: Exception) -> JSONResponse:
     if is_transient(exc):  # a deadlock victim, already retried: the client may retry
         return error_response(
@@ -104,7 +113,9 @@ async def _on_database_down(_: Request, exc: Exception) -> JSONResponse:
             headers={"Retry-After": "1"},
         )
     # Only connection-level failures are "unavailable"; other database errors are bugs.
-    if isinstance(exc, asyncpg.PostgresError) or (
+    if is_unavailable(exc) or _caused_by(exc, asyncpg.InternalClientError):
+        pass  # e.g. PostgreSQL shutting down, or a connection broken mid-operation
+    elif isinstance(exc, asyncpg.PostgresError) or (
         isinstance(exc, DBAPIError)
         and not exc.connection_invalidated
         and not isinstance(exc, (OperationalError, InterfaceError))

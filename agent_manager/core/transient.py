@@ -19,14 +19,31 @@ R = TypeVar("R")
 TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
 
 
-def is_transient(exc: BaseException) -> bool:
+#: The server is going away or not taking connections: "admin shutdown", "crash
+#: shutdown", "cannot connect now" (starting or stopping), "too many connections".
+#: Like the whole class 08 (connection exceptions), these mean: unavailable, retry.
+UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+
+
+def _sqlstates(exc: BaseException) -> list[str]:
+    """The SQLSTATEs along ``exc``'s chain (SQLAlchemy wraps the driver's error)."""
+    states = []
     seen: BaseException | None = exc
     while seen is not None:
         state = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
-        if state in TRANSIENT_SQLSTATES:
-            return True
+        if isinstance(state, str):
+            states.append(state)
         seen = getattr(seen, "orig", None) or seen.__cause__
-    return False
+    return states
+
+
+def is_transient(exc: BaseException) -> bool:
+    return any(s in TRANSIENT_SQLSTATES for s in _sqlstates(exc))
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The database is restarting or unreachable, as opposed to a bug in a query."""
+    return any(s in UNAVAILABLE_SQLSTATES or s.startswith("08") for s in _sqlstates(exc))
 
 
 def retry_transient(

@@ -87,7 +87,15 @@ async def raw_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connectio
         raw = await conn.get_raw_connection()
         try:
             yield raw.driver_connection  # type: ignore[misc]
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+        except (
+            OSError,
+            asyncpg.PostgresConnectionError,  # class 08
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,  # the connection broke mid-operation
+            asyncpg.AdminShutdownError,  # 57P01
+            asyncpg.CrashShutdownError,  # 57P02
+            asyncpg.CannotConnectNowError,  # 57P03: starting up or shutting down
+        ) as exc:
             await conn.invalidate(exc)
             raise Unavailable() from exc
 

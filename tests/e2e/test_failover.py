@@ -167,6 +167,11 @@ async def test_servers_answer_503_while_postgres_restarts_then_recover(stack: St
         assert all(server.alive for server in stack.servers)
         assert all(worker.alive for worker in stack.workers)
         await all_complete(am, await submit(am, tasks=1, steps=20))
+    # The outage was answered as one (503), never as a server bug (500).
+    for server in stack.servers:
+        text = server.log.read_text()
+        for bug in ("database error", "internal_error", "Exception in ASGI"):
+            assert bug not in text, text[-3000:]
 
 
 async def test_tasks_complete_when_redis_stops(stack: Stack) -> None:
