@@ -1,19 +1,24 @@
 # Two commands a new user needs; both create the virtual environment themselves.
-#   make run   - the server on its embedded default (a SQLite file), http://127.0.0.1:8001
+#   make demo  - a goal through plan, parallel work, audit, rework and synthesis, live
+#                (server, two workers, no services, no API key), dashboard at :8001
 #   make test  - the whole test suite (PostgreSQL tests skip, with the reason, if none is reachable)
+# And: make run - the server alone on its embedded default (a SQLite file).
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: demo run test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/am demo
 
 run: $(STAMP)
 	$(BIN)/am serve
