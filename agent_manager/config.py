@@ -15,8 +15,13 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./agent_manager.db"
 class Settings(BaseSettings):
     """Everything configurable about the server. Every field maps to ``AM_<NAME>``."""
 
+    # An empty variable counts as unset (as in docker compose's ${VAR:-default}).
     model_config = SettingsConfigDict(
-        env_prefix="AM_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="AM_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        env_ignore_empty=True,
     )
 
     database_url: str = Field(
@@ -46,6 +51,11 @@ class Settings(BaseSettings):
         description="redis://host:port/db — carries wake-ups and events between server "
         "replicas; without it each replica re-checks the database every AM_RECHECK_INTERVAL",
     )
+    redis_channel: str = Field(
+        default="agent_manager:notices",
+        min_length=1,
+        description="the pub/sub channel of this deployment's replicas",
+    )
     recheck_interval: float = Field(
         default=0.5,
         gt=0,
@@ -54,6 +64,18 @@ class Settings(BaseSettings):
         "for work another replica made ready",
     )
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    shutdown_grace: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="on SIGTERM, seconds requests in flight get to finish (long-polls "
+        "answer 204 at once) before they are cancelled",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="if set, GET /metrics needs 'Authorization: Bearer <this>'; "
+        "unset: /metrics is open, like /healthz",
+    )
     db_pool_size: int = Field(default=10, ge=1, le=200)
     auto_migrate: bool | None = Field(
         default=None, description="upgrade the schema on start; default: on for SQLite only"

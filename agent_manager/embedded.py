@@ -15,9 +15,10 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent_manager.agents import (
     AuditorAgent,
@@ -29,9 +30,13 @@ from agent_manager.agents import (
 from agent_manager.core.manager import AgentManager
 from agent_manager.errors import AgentManagerError
 from agent_manager.llm import LLMClient
+from agent_manager.logs import bind_context
 from agent_manager.models import AuditReport, Usage
 from agent_manager.retry import exponential_backoff
 from agent_manager.schemas import ClaimPublic, ResultCreate
+
+if TYPE_CHECKING:
+    from agent_manager.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +60,11 @@ class EmbeddedRunner:
         workspace: Path = Path("./workspace"),
         max_iterations: int = 8,
         poll_seconds: float = 30.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.manager = manager
         self.llm = llm
+        self.metrics = metrics
         self.workspace = workspace
         self.planner_roles = planner_roles or ["analyst", "researcher", "writer"]
         self.work_roles = list(work_roles or [])
@@ -104,10 +111,14 @@ class EmbeddedRunner:
         # The server stopping (manager.closing) ends the loop before stop() is called.
         while not self._stopping.is_set() and not self.manager.closing:
             try:
+                started = time.monotonic()
                 claims = await self.manager.claim_waiting(
                     agent_id=self.agent_id, roles=self.roles, wait=self.poll_seconds
                 )
                 failures = 0
+                if self.metrics is not None:
+                    roles = [c.step.role for c in claims]
+                    self.metrics.observe_claim(self.roles, roles, time.monotonic() - started)
             except Exception:  # the database may be away; back off and try again
                 failures += 1
                 log.warning("embedded runner %s could not claim", slot, exc_info=True)
@@ -120,6 +131,11 @@ class EmbeddedRunner:
 
     async def run_step(self, claim: ClaimPublic) -> None:
         """Run one claimed step with heartbeats, then report its outcome."""
+        # Everything logged for the step (the agent, its heartbeats) names it.
+        with bind_context(task_id=claim.task_id, step_id=claim.step.id, agent_id=self.agent_id):
+            await self._run_step(claim)
+
+    async def _run_step(self, claim: ClaimPublic) -> None:
         work = asyncio.create_task(self._handle(claim))
         lost = asyncio.Event()  # set when the task was cancelled or the claim lost
         beat = asyncio.create_task(self._heartbeat(claim, work, lost))
@@ -128,6 +144,9 @@ class EmbeddedRunner:
         except asyncio.CancelledError:
             if lost.is_set() and not self._stopping.is_set():
                 return  # nothing to report: the server no longer wants this result
+            if self._stopping.is_set():
+                beat.cancel()
+                await self._hand_back(claim)
             raise
         except Exception as exc:  # a bug in an agent must not take the slot down
             log.exception("step %s/%s crashed", claim.task_id, claim.step.id)
@@ -217,6 +236,21 @@ class EmbeddedRunner:
                 work.cancel()
                 return
 
+    async def _hand_back(self, claim: ClaimPublic) -> None:
+        """The server is stopping: make the step ready again now, not when its lease
+        lapses, so another replica (or this one, restarted) picks it up at once."""
+        try:
+            async with asyncio.timeout(5):
+                await self.manager.release_claim(
+                    task_id=claim.task_id,
+                    step_id=claim.step.id,
+                    claim_token=claim.claim_token,
+                    reason="the server is shutting down",
+                )
+            log.info("step handed back: the server is shutting down")
+        except Exception:  # its lease will hand it on instead
+            log.warning("could not hand the step back; its lease will", exc_info=True)
+
     async def _report(self, claim: ClaimPublic, outcome: StepOutcome) -> None:
         report = ResultCreate(
             task_id=claim.task_id,
@@ -232,11 +266,16 @@ class EmbeddedRunner:
         )
         for attempt in range(1, 6):
             try:
-                await self.manager.report_result(report)
-                return
+                ack = await self.manager.report_result(report)
             except AgentManagerError as exc:  # stale or cancelled: nothing to retry
                 log.warning("step %s/%s: %s", claim.task_id, claim.step.id, exc.message)
+                if self.metrics is not None:
+                    self.metrics.observe_result(report.status, "rejected")
                 return
             except Exception:
                 log.warning("report failed (attempt %s)", attempt, exc_info=True)
                 await asyncio.sleep(exponential_backoff(attempt, base=0.5, maximum=10))
+            else:
+                if self.metrics is not None:
+                    self.metrics.observe_result(report.status, ack.outcome)
+                return

@@ -14,19 +14,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.exc import IntegrityError
 
 from agent_manager import __version__
 from agent_manager.api import errors
 from agent_manager.api.limits import BodySizeLimit
-from agent_manager.api.routes import health, tasks, work
+from agent_manager.api.routes import health, tasks, web, work
 from agent_manager.config import Settings
 from agent_manager.core import auth
+from agent_manager.core.bus import RedisBus
 from agent_manager.core.manager import AgentManager
 from agent_manager.db import migrate
 from agent_manager.db.engine import Database
 from agent_manager.embedded import EmbeddedRunner
 from agent_manager.errors import AgentManagerError
 from agent_manager.llm import build_llm_client
+from agent_manager.metrics import InstrumentedLLM, Metrics, MetricsMiddleware
 from agent_manager.retry import RetryPolicy
 
 log = logging.getLogger("agent_manager")
@@ -47,6 +50,14 @@ async def prepare_database(db: Database, settings: Settings) -> None:
 
 async def bootstrap_admin_token(db: Database, settings: Settings) -> None:
     """Make sure someone can log in: take AM_ADMIN_TOKEN, or print a new one once."""
+    try:
+        await _bootstrap_admin_token(db, settings)
+    except IntegrityError:
+        # Another replica starting at the same moment registered the same token first.
+        await _bootstrap_admin_token(db, settings)
+
+
+async def _bootstrap_admin_token(db: Database, settings: Settings) -> None:
     async with db.transaction() as session:
         if settings.admin_token is not None:
             secret = settings.admin_token.get_secret_value()
@@ -70,18 +81,20 @@ async def bootstrap_admin_token(db: Database, settings: Settings) -> None:
             )
 
 
-async def _reap_forever(manager: AgentManager, interval: float) -> None:
+async def _reap_forever(manager: AgentManager, interval: float, metrics: Metrics) -> None:
     while True:
         try:
-            while await manager.reap_expired_leases() > 0:
-                pass
+            while (expired := await manager.reap_expired_leases()) > 0:
+                metrics.lease_expiries.inc(expired)
             await manager.finish_stalled_phases()
         except Exception:  # the database may be down; try again next tick
             log.warning("lease reaper failed; retrying", exc_info=True)
         await asyncio.sleep(interval)
 
 
-def build_runner(manager: AgentManager, settings: Settings) -> EmbeddedRunner | None:
+def build_runner(
+    manager: AgentManager, settings: Settings, metrics: Metrics | None = None
+) -> EmbeddedRunner | None:
     """The server's own agents, as the settings ask (None when they are all off)."""
     work_roles = settings.roles_list(settings.embedded_work_roles)
     if not settings.embedded_agents and not work_roles:
@@ -105,7 +118,8 @@ def build_runner(manager: AgentManager, settings: Settings) -> EmbeddedRunner | 
         )
     return EmbeddedRunner(
         manager,
-        llm,
+        InstrumentedLLM(llm, metrics) if metrics is not None else llm,
+        metrics=metrics,
         work_roles=work_roles,
         planner_roles=settings.roles_list(settings.planner_roles),
         serve_system_roles=settings.embedded_agents,
@@ -123,8 +137,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db = Database.from_url(settings.database_url, pool_size=settings.db_pool_size)
         await prepare_database(db, settings)
         await bootstrap_admin_token(db, settings)
+        bus = (
+            RedisBus(
+                settings.redis_url,
+                channel=settings.redis_channel,
+                recheck=settings.recheck_interval,
+            )
+            if settings.redis_url
+            else None
+        )
         manager = AgentManager(
             db,
+            bus=bus,
+            recheck_interval=settings.recheck_interval,
             lease_seconds=settings.lease_seconds,
             retry_policy=RetryPolicy(
                 base=settings.retry_base_seconds, maximum=settings.retry_max_seconds
@@ -132,9 +157,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             workspace=settings.workspace,
         )
         app.state.manager = manager
+        app.state.bus = bus
+        if bus is not None:
+            bus.start(manager.on_remote_notice)
         app.state.tokens = auth.TokenVerifier()
-        reaper = asyncio.create_task(_reap_forever(manager, settings.reaper_interval))
-        runner = build_runner(manager, settings)
+        reaper = asyncio.create_task(
+            _reap_forever(manager, settings.reaper_interval, app.state.metrics)
+        )
+        runner = build_runner(manager, settings, app.state.metrics)
         if runner is not None:
             runner.start()
         app.state.runner = runner
@@ -147,6 +177,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper
+            if bus is not None:
+                await bus.stop()
             await db.dispose()
 
     app = FastAPI(
@@ -156,9 +188,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = Metrics()  # a registry per app: tests make many apps in one process
     errors.install(app)
     app.include_router(health.router)
     app.include_router(work.router)  # before tasks: /v1/tasks/ready is not a task id
     app.include_router(tasks.router)
+    app.include_router(web.router)  # the dashboard at /
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    # Added last, so outermost: it times every response, a 413 from the limit included.
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

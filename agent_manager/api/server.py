@@ -1,8 +1,20 @@
-"""Running the app under uvicorn, with a shutdown that also ends long-polls."""
+"""Running the app under uvicorn, with a graceful stop that also ends long-polls.
+
+On SIGTERM (or Ctrl-C) the server stops accepting connections, ends every long-poll at
+once (they answer ``204``), lets other requests in flight finish for up to
+``AM_SHUTDOWN_GRACE`` seconds, runs the app's shutdown (the embedded agents hand their
+steps back) and exits with status 0. A second Ctrl-C skips the wait.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import logging
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -10,6 +22,10 @@ import uvicorn
 from agent_manager.api.app import bootstrap_admin_token, create_app, prepare_database
 from agent_manager.config import Settings
 from agent_manager.db.engine import Database
+
+log = logging.getLogger("agent_manager.server")
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class _Server(uvicorn.Server):
@@ -22,11 +38,38 @@ class _Server(uvicorn.Server):
         self.app = app
 
     def handle_exit(self, sig: int, frame: Any) -> None:
+        first = not self.should_exit
+        super().handle_exit(sig, frame)
+        if first:
+            # Signal handlers run between bytecodes, inside whatever task was running
+            # (and its log context): hand the work to the loop, in a context of its own.
+            asyncio.get_running_loop().call_soon_threadsafe(
+                self._begin_shutdown, sig, context=contextvars.Context()
+            )
+
+    def _begin_shutdown(self, sig: int) -> None:
+        log.info(
+            "%s: stopping; long-polls end now, requests in flight get up to %gs",
+            signal.Signals(sig).name,
+            self.config.timeout_graceful_shutdown or 0,
+        )
         manager = getattr(self.app.state, "manager", None)
         if manager is not None:
-            # Signal handlers run between bytecodes; hand the work to the loop.
-            asyncio.get_running_loop().call_soon_threadsafe(manager.begin_shutdown)
-        super().handle_exit(sig, frame)
+            manager.begin_shutdown()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Like uvicorn's, but a stop we asked for by signal is a clean exit (status 0):
+        uvicorn re-raises the signal once it has shut down, which makes it -15."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in _STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
 
 async def _preflight(settings: Settings) -> None:
@@ -39,14 +82,21 @@ async def _preflight(settings: Settings) -> None:
         await db.dispose()
 
 
-def run(settings: Settings) -> None:
-    asyncio.run(_preflight(settings))
-    app = create_app(settings)
-    config = uvicorn.Config(
+def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
+    """Uvicorn settings for ``app``: logging left to :func:`agent_manager.logs.configure_logging`
+    (its access and server lines go through the same handler and format)."""
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        log_config=None,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        # Annotated int, but only ever handed to asyncio.wait_for: a fraction works.
+        timeout_graceful_shutdown=settings.shutdown_grace,  # type: ignore[arg-type]
     )
-    _Server(config, app).run()
+
+
+def run(settings: Settings) -> None:
+    asyncio.run(_preflight(settings))
+    app = create_app(settings)
+    _Server(uvicorn_config(app, settings), app).run()

@@ -14,12 +14,16 @@ from rich.table import Table
 from sqlalchemy.exc import DBAPIError
 
 from agent_manager import __version__
+from agent_manager.cli import tasks_cmd
+from agent_manager.cli.demo import demo
+from agent_manager.cli.stack_cmd import stack
 from agent_manager.cli.worker_cmd import worker
 from agent_manager.config import Settings
 from agent_manager.core import auth
 from agent_manager.db import migrate
 from agent_manager.db.engine import Database
 from agent_manager.errors import AgentManagerError
+from agent_manager.logs import configure_logging
 
 app = typer.Typer(
     help="AgentManager: a coordination server for multi-agent LLM work.",
@@ -31,6 +35,9 @@ token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 app.command("worker")(worker)
+app.command("demo")(demo)
+app.command("stack")(stack)
+tasks_cmd.register(app)
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # error lines stay whole for grep and logs
@@ -76,9 +83,7 @@ def serve(
     from agent_manager.api.server import run
 
     settings = load_settings(host=host, port=port, database_url=database_url)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         run(settings)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,7 +12,8 @@ import typer
 # The client (and the agents and LLM SDK behind it) is imported when the command runs,
 # so that every other ``am`` command does not pay for it at start-up.
 DEFAULT_CONFIG_PATH = Path("mcp_client_config.json")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("auto", "json", "text")
 
 
 def worker(
@@ -52,12 +52,32 @@ def worker(
     burst: Annotated[
         bool, typer.Option("--burst", help="exit once no work is ready and nothing runs")
     ] = False,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    log_level: Annotated[
+        str,
+        typer.Option(
+            envvar=["AM_WORKER_LOG_LEVEL", "AM_LOG_LEVEL"], help="debug, info, warning, error"
+        ),
+    ] = "info",
+    log_format: Annotated[
+        str,
+        typer.Option(
+            envvar=["AM_WORKER_LOG_FORMAT", "AM_LOG_FORMAT"],
+            help="json (one object per line), text, or auto: text on a terminal",
+        ),
+    ] = "auto",
 ) -> None:
     """Claim and run steps of your roles; stops cleanly on SIGTERM or Ctrl-C."""
     from agent_manager.client import ClientError, ConfigError, load_config, run_worker
+    from agent_manager.logs import configure_logging
 
-    logging.basicConfig(stream=sys.stderr, level=log_level.upper(), format=LOG_FORMAT, force=True)
+    if log_level.lower() not in LOG_LEVELS or log_format.lower() not in LOG_FORMATS:
+        typer.echo(
+            f"configuration error: --log-level takes {', '.join(LOG_LEVELS)}; "
+            f"--log-format takes {', '.join(LOG_FORMATS)}",
+            err=True,
+        )
+        raise typer.Exit(2)
+    configure_logging(log_level.lower(), log_format.lower())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
     roles = [r.strip() for item in role or [] for r in item.split(",") if r.strip()]
     flags: dict[str, Any] = {

@@ -52,6 +52,7 @@ from agent_manager.client.errors import (
 )
 from agent_manager.client.http import AgentManagerClient
 from agent_manager.client.locking import StepLocks
+from agent_manager.logs import bind_context
 from agent_manager.models import FileMode
 from agent_manager.retry import RetryPolicy
 from agent_manager.schemas import ClaimPublic, ResultAck, ResultCreate
@@ -250,7 +251,9 @@ class Worker:
 
     def _start(self, claim: ClaimPublic) -> None:
         running = _Running(claim)
-        task = asyncio.create_task(self._process(running), name=running.key)
+        # The step's task (its handler, heartbeats, report) logs with the step's ids.
+        with bind_context(task_id=claim.task_id, step_id=claim.step.id, agent_id=self.agent_id):
+            task = asyncio.create_task(self._process(running), name=running.key)
         self._steps[task] = running
         self.stats.claimed += 1
         task.add_done_callback(self._finished)

@@ -5,12 +5,16 @@ and ``synthesizer`` (ids starting with ``_``, which a user's step id cannot), so
 they get leases, retries and crash recovery like any other step. These functions run
 inside the transaction that accepted a result; they return the roles of the steps
 they made ready, for the caller to wake after the commit.
+
+Whoever watches the cycle (the server's metrics) sets :data:`cycle_observer` for the
+context it runs the core in; the core itself needs nothing from it.
 """
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 from sqlalchemy import insert, select
@@ -28,6 +32,19 @@ SYSTEM_ROLES = ("planner", "auditor", "synthesizer")
 SYNTHESIS_STEP_ID = "_synthesis"
 # System steps sort around the work steps: planning first, audits and synthesis after.
 _SYSTEM_POSITIONS = {"planner": -1, "auditor": 1_000_000, "synthesizer": 2_000_000}
+
+
+class CycleObserver(Protocol):
+    """Hears of the cycle's turns as they are decided (inside their transaction)."""
+
+    def audit_completed(self, *, passed: bool) -> None: ...
+
+    def rework_started(self, *, steps: int) -> None: ...
+
+
+#: The observer for code running in this context; set by the API layer for its
+#: requests and background tasks (the AgentManager's signature stays free of it).
+cycle_observer: ContextVar[CycleObserver | None] = ContextVar("cycle_observer", default=None)
 
 
 def audit_step_id(round_: int) -> str:
@@ -290,6 +307,8 @@ async def _on_audit(
         score=report.score,
         flagged=sorted(flagged),
     )
+    if (observer := cycle_observer.get()) is not None:
+        observer.audit_completed(passed=report.passed)
     if report.passed or not flagged or task.rework_round >= task.options["max_rework_rounds"]:
         if not report.passed:
             task.final_result = {"unresolved": [f.model_dump() for f in report.findings]}
@@ -344,6 +363,8 @@ async def _rework(
     task.steps_remaining = len(reset)
     task.updated_at = now
     _set_status(task, TaskStatus.RUNNING, events)
+    if (observer := cycle_observer.get()) is not None:
+        observer.rework_started(steps=len(reset))
     return woken
 
 

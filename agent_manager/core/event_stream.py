@@ -125,6 +125,15 @@ async def settled_list(
     return [e for e in events if e.id <= newest]
 
 
+async def _read(
+    manager: AgentManager, reader: EventReader, task_id: str
+) -> tuple[bool, list[EventPublic]]:
+    """Whether the task is final (read first), and the events the reader may send."""
+    async with manager.db.sessions() as session:
+        task = await views.get_task_row(session, task_id=task_id)
+        return TaskStatus(task.status).is_final, await reader.read(session)
+
+
 async def follow(
     manager: AgentManager, *, task_id: str, after: int, keepalive: float = 15.0
 ) -> AsyncIterator[EventPublic | None]:
@@ -137,10 +146,9 @@ async def follow(
     try:
         while not manager.closing:
             signal.clear()  # before reading: a commit from now on wakes the wait below
-            async with manager.db.sessions() as session:
-                task = await views.get_task_row(session, task_id=task_id)
-                final = TaskStatus(task.status).is_final
-                events = await reader.read(session)
+            # Shielded: a client hanging up cancels this generator, and a cancelled
+            # read could lose its pooled connection (SQLite has only one).
+            final, events = await asyncio.shield(_read(manager, reader, task_id))
             for event in events:
                 yield event
             if events:

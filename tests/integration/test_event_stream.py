@@ -217,3 +217,16 @@ async def test_the_json_list_also_waits_for_an_earlier_id(manager: Any) -> None:
         assert not listed.done()  # waiting for A to end
         await a.commit()
     assert [e.type for e in await listed] == ["first", "second"]
+
+
+async def test_hanging_up_mid_stream_leaves_the_server_serving(server: LiveServer) -> None:
+    """A client that stops reading and hangs up must not take a database connection
+    with it (SQLite has a single one)."""
+    async with server.client() as client:
+        task_id = await submit(client, flat_plan(40, **NO_FILLER))
+        worker = asyncio.create_task(work_until_done(client, task_id, "w1"))
+        for _ in range(5):
+            assert len(await read_stream(client, task_id, stop_after=2)) == 2
+        await asyncio.wait_for(worker, 60)
+        task = await asyncio.wait_for(get_task(client, task_id), 10)
+    assert task["status"] == "completed"

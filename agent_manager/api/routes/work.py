@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from agent_manager.api.deps import ManagerDep, SettingsDep, Worker
 from agent_manager.core.auth import Principal
 from agent_manager.errors import AgentManagerError, InvalidRequest, StaleClaim
+from agent_manager.logs import set_context
+from agent_manager.metrics import Metrics
 from agent_manager.schemas import (
     ClaimBatch,
     ClaimPublic,
@@ -26,6 +30,14 @@ from agent_manager.schemas import (
 )
 
 router = APIRouter(prefix="/v1", tags=["work"])
+log = logging.getLogger("agent_manager.work")
+
+
+async def _metrics(request: Request) -> Metrics:
+    return request.app.state.metrics  # type: ignore[no-any-return]
+
+
+MetricsDep = Annotated[Metrics, Depends(_metrics)]
 
 AgentId = Annotated[
     str,
@@ -62,6 +74,8 @@ async def _claim_for(
 ) -> list[ClaimPublic]:
     if wait > settings.max_claim_wait:
         raise InvalidRequest(f"wait: at most {settings.max_claim_wait:g} seconds")
+    set_context(agent_id=agent_id)
+    started = time.monotonic()
     claims = await manager.claim_waiting(
         agent_id=agent_id, roles=roles, wait=wait, limit=limit, token_id=principal.token_id
     )
@@ -75,7 +89,18 @@ async def _claim_for(
                 claim_token=c.claim_token,
                 reason="the claiming client disconnected",
             )
-        return []
+        claims = []
+    metrics: Metrics = request.app.state.metrics
+    metrics.observe_claim(roles, [c.step.role for c in claims], time.monotonic() - started)
+    if len(claims) == 1:  # the rest of this request (its access line too) names the step
+        set_context(task_id=claims[0].task_id, step_id=claims[0].step.id)
+    for c in claims:
+        log.info(
+            "claimed: role %s, attempt %d",
+            c.step.role,
+            c.step.attempt,
+            extra={"task_id": c.task_id, "step_id": c.step.id},
+        )
     return claims
 
 
@@ -154,6 +179,7 @@ async def release_step(
     step_id: str, body: HeartbeatIn, manager: ManagerDep, _: Worker
 ) -> ReleaseOut:
     """Hand a claimed step back without running it: ready again, same attempt."""
+    set_context(task_id=body.task_id, step_id=step_id, agent_id=body.agent_id)
     released = await manager.release_claim(
         task_id=body.task_id,
         step_id=step_id,
@@ -170,6 +196,7 @@ async def heartbeat(
     step_id: str, body: HeartbeatIn, manager: ManagerDep, _: Worker
 ) -> HeartbeatOut:
     """Extend the lease of a claimed step; says whether its task was cancelled."""
+    set_context(task_id=body.task_id, step_id=step_id, agent_id=body.agent_id)
     return await manager.heartbeat(
         task_id=body.task_id,
         step_id=step_id,
@@ -182,6 +209,7 @@ async def heartbeat(
 async def acquire_lock(body: LockCreate, manager: ManagerDep, _: Worker) -> LockPublic:
     """Lock a workspace path for a claimed step, waiting up to ``wait`` seconds; the
     lock ends with the claim. 409 ``lock_conflict`` names the holder."""
+    set_context(task_id=body.task_id, step_id=body.step_id)
     return await manager.acquire_lock(
         task_id=body.task_id,
         step_id=body.step_id,
@@ -205,10 +233,14 @@ async def release_lock(
 
 
 @router.post("/results/batch", response_model=ResultBatchAck)
-async def report_results(body: ResultBatch, manager: ManagerDep, _: Worker) -> ResultBatchAck:
+async def report_results(
+    body: ResultBatch, manager: ManagerDep, metrics: MetricsDep, _: Worker
+) -> ResultBatchAck:
     """Report several results; each is handled on its own, as by ``POST /v1/results``,
     and answered in order with its ack or its error."""
     answers = await manager.report_many(body.results)
+    for report, answer in zip(body.results, answers, strict=True):
+        _reported(metrics, report, answer)
     return ResultBatchAck(
         results=[
             ErrorBody(code=a.code, message=a.message, details=a.details)
@@ -221,6 +253,38 @@ async def report_results(body: ResultBatch, manager: ManagerDep, _: Worker) -> R
 
 @router.post("/results", response_model=ResultAck)
 @router.post("/report_result", response_model=ResultAck, tags=["seed aliases"])
-async def report_result(body: ResultCreate, manager: ManagerDep, _: Worker) -> ResultAck:
+async def report_result(
+    body: ResultCreate, manager: ManagerDep, metrics: MetricsDep, _: Worker
+) -> ResultAck:
     """Report a claimed step's result. Repeating the same report is safe."""
-    return await manager.report_result(body)
+    set_context(task_id=body.task_id, step_id=body.step_id, agent_id=body.agent_id)
+    try:
+        ack = await manager.report_result(body)
+    except AgentManagerError as exc:
+        _reported(metrics, body, exc)
+        raise
+    _reported(metrics, body, ack)
+    return ack
+
+
+def _reported(
+    metrics: Metrics, report: ResultCreate, answer: ResultAck | AgentManagerError
+) -> None:
+    """Count a report and log what became of it."""
+    ids = {"task_id": report.task_id, "step_id": report.step_id}
+    if isinstance(answer, AgentManagerError):
+        metrics.observe_result(report.status, "rejected")
+        log.info("result not accepted: %s", answer.message, extra=ids)
+        return
+    metrics.observe_result(report.status, answer.outcome)
+    if report.status == "success":
+        log.info("result: success (attempt %d)", answer.attempt, extra=ids)
+    else:
+        log.log(
+            logging.WARNING if answer.outcome == "failed" else logging.INFO,
+            "result: failure (attempt %d, %s): %s",
+            answer.attempt,
+            answer.outcome,
+            report.error,
+            extra=ids,
+        )
