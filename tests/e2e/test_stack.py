@@ -186,20 +186,31 @@ def test_dockerfile_and_dockerignore() -> None:
         assert path in ignored
 
 
-def test_docker_compose_config_is_valid(tmp_path: Path) -> None:
+def compose_command() -> list[str] | None:
+    """``docker compose`` (the plugin) or the standalone ``docker-compose``."""
     docker = shutil.which("docker")
-    usable = docker is not None and (
-        subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0
-    )
-    if not usable:
-        pytest.skip("docker compose is not installed here")
-    assert docker is not None
+    if (
+        docker
+        and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0
+    ):
+        return [docker, "compose"]
+    standalone = shutil.which("docker-compose")
+    return [standalone] if standalone else None
+
+
+def test_docker_compose_config_is_valid(tmp_path: Path) -> None:
+    """The compose tool itself parses and checks the file (no engine needed). CI
+    installs Debian's docker-compose when the plugin is missing, so this never skips
+    there; elsewhere it says why."""
+    compose = compose_command()
+    if compose is None:
+        pytest.skip("neither 'docker compose' nor 'docker-compose' is installed here")
     env = tmp_path / ".env"
     values = {k: v or "" for k, v in dotenv_values(ENV_EXAMPLE).items()}
     values.update({v.name: "secret0123" for v in topology.VARIABLES if v.default is None})
     env.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     done = subprocess.run(
-        [docker, "compose", "-f", str(COMPOSE), "--env-file", str(env), "config", "-q"],
+        [*compose, "-f", str(COMPOSE), "--env-file", str(env), "config", "-q"],
         capture_output=True,
         text=True,
     )
