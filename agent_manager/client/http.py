@@ -38,6 +38,7 @@ from agent_manager.schemas import (
     EventPublic,
     HeartbeatOut,
     LockPublic,
+    ReleaseOut,
     ResultAck,
     ResultCreate,
     TaskCreated,
@@ -236,6 +237,17 @@ class AgentManagerClient:
             conflict=StaleClaim,
         )
         return HeartbeatOut.model_validate_json(response.content)
+
+    async def release(
+        self, *, task_id: str, step_id: str, claim_token: str, agent_id: str | None = None
+    ) -> bool:
+        """Hand a claimed step back unrun: ready again at once, the attempt not spent.
+        False when the claim was no longer current (nothing to hand back)."""
+        body = {"task_id": task_id, "claim_token": claim_token, "agent_id": agent_id}
+        response = await self._request(
+            "POST", f"/v1/steps/{step_id}/release", json=body, conflict=StaleClaim
+        )
+        return ReleaseOut.model_validate_json(response.content).released
 
     async def report(self, result: ResultCreate) -> ResultAck:
         """Report one attempt's result. Sending the same report again is safe; a claim

@@ -19,9 +19,10 @@ One :meth:`Worker.run`, one :meth:`Worker.stop` (it only sets an event). Inside:
 * the outcome is reported with retries until the server acknowledges it; a ``409``
   means the server no longer wants it, and the worker lets it go;
 * stopping is staged: claiming ends at once, running steps get ``grace_seconds`` to
-  finish, then their handlers are cancelled and reported as retryable failures
-  ("worker shutting down"), and reports still unsent after ``report_seconds`` more are
-  abandoned to their leases. A second signal skips the rest of the grace period.
+  finish, then their handlers are cancelled and their steps handed back to the server
+  (ready again at once, the attempt not spent; if that fails, reported as retryable
+  failures, "worker shutting down"), and reports still unsent after ``report_seconds``
+  more are abandoned to their leases. A second signal skips the rest of the grace period.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class WorkerStats:
     succeeded: int = 0
     failed: int = 0
     dropped: int = 0  # cancelled task or lost claim: nothing reported
+    released: int = 0  # handed back unfinished when the worker stopped
     unreported: int = 0  # the server refused the report, or stopping cut it short
 
 
@@ -295,6 +297,11 @@ class Worker:
             self.stats.dropped += 1
             log.info("step %s dropped after %.2fs: %s", running.key, _since(started), reason)
             return
+        if handler.cancelled() and running.aborted and await self._hand_back(running):
+            log.info(
+                "step %s handed back after %.2fs: worker stopping", running.key, _since(started)
+            )
+            return
         if handler.cancelled():  # by abort(), or by the handler's own doing
             error = SHUTTING_DOWN if running.aborted else "the handler was cancelled"
             outcome = StepOutcome(status="failure", error=error, retryable=True)
@@ -317,6 +324,24 @@ class Worker:
                 ack.outcome,
                 outcome.error,
             )
+
+    async def _hand_back(self, running: _Running) -> bool:
+        """Release a step this stopping worker will not finish, so another worker gets
+        it at once without spending an attempt. False when that did not work."""
+        claim = running.claim
+        try:
+            released = await self.client.release(
+                task_id=claim.task_id,
+                step_id=claim.step.id,
+                claim_token=claim.claim_token,
+                agent_id=self.agent_id,
+            )
+        except ClientError as exc:
+            log.warning("could not hand back %s (%s); reporting it instead", running.key, exc)
+            return False
+        if released:
+            self.stats.released += 1
+        return released
 
     async def _invoke(self, claim: ClaimPublic) -> StepOutcome:
         """Run the role's handler; whatever it does, an outcome comes back."""
