@@ -97,7 +97,7 @@ class EmbeddedRunner:
         )
 
     async def stop(self) -> None:
-        """Stop claiming; a step still running is abandoned to its lease."""
+        """Stop claiming; a step still running is cancelled and handed back (ready again)."""
         self._stopping.set()
         for task in self._tasks:
             task.cancel()

@@ -377,7 +377,7 @@ async def fail_task(
     events: EventBuffer,
     failed_step: str | None = None,
 ) -> None:
-    """Fail the task: its open steps (the failed step's dependents first) are cancelled."""
+    """Fail the task: its open steps are cancelled."""
     await close_open_steps(session, task=task, now=now, events=events, reason=reason)
     task.error = reason
     task.finished_at = task.updated_at = now

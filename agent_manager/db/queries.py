@@ -271,25 +271,6 @@ async def lock_task(session: AsyncSession, *, task_id: str) -> TaskGraphORM | No
     )
 
 
-async def renew_lease(
-    session: AsyncSession, *, task_id: str, step_id: str, claim_token: str, expires_at: datetime
-) -> bool:
-    """Extend a live claim. False when the claim is not (or no longer) current."""
-    result = await session.execute(
-        update(S)
-        .where(
-            S.task_id == task_id,
-            S.id == step_id,
-            S.claim_token == claim_token,
-            S.status == StepStatus.CLAIMED,
-        )
-        .values(lease_expires_at=expires_at)
-        .returning(S.id)
-        .execution_options(synchronize_session=False)
-    )
-    return result.first() is not None
-
-
 async def promote_dependents(
     session: AsyncSession, *, task_id: str, dependents: Sequence[str], now: datetime
 ) -> list[tuple[str, str]]:
