@@ -110,6 +110,12 @@ class Settings(BaseSettings):
         default=None, description="a JSON scenario file for the scripted model"
     )
     agent_max_iterations: int = Field(default=8, ge=1, le=100)
+    agent_lock_wait: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description="seconds an agent's file tool waits for a lock another step holds",
+    )
     llm_scripted_latency: float = Field(
         default=0.0, ge=0, le=60, description="seconds each scripted-model call takes (demo pacing)"
     )

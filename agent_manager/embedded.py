@@ -27,11 +27,12 @@ from agent_manager.agents import (
     Synthesizer,
     WorkerAgent,
 )
+from agent_manager.client.locking import StepLocks
 from agent_manager.core.manager import AgentManager
 from agent_manager.errors import AgentManagerError
 from agent_manager.llm import LLMClient
 from agent_manager.logs import bind_context
-from agent_manager.models import AuditReport, Usage
+from agent_manager.models import AuditReport, FileMode, Usage
 from agent_manager.retry import exponential_backoff
 from agent_manager.schemas import ClaimPublic, ResultCreate
 
@@ -58,6 +59,7 @@ class EmbeddedRunner:
         serve_system_roles: bool = True,
         concurrency: int = 4,
         workspace: Path = Path("./workspace"),
+        lock_wait: float = 10.0,
         max_iterations: int = 8,
         poll_seconds: float = 30.0,
         metrics: Metrics | None = None,
@@ -66,6 +68,7 @@ class EmbeddedRunner:
         self.llm = llm
         self.metrics = metrics
         self.workspace = workspace
+        self.lock_wait = lock_wait
         self.planner_roles = planner_roles or ["analyst", "researcher", "writer"]
         self.work_roles = list(work_roles or [])
         self.roles = tuple([*(SYSTEM_ROLES if serve_system_roles else ()), *self.work_roles])
@@ -166,7 +169,7 @@ class EmbeddedRunner:
             "synthesizer": self._synthesize,
         }.get(claim.step.role)
         if handler is None or not claim.step.id.startswith("_"):
-            return await self.worker.run(claim, workspace=self.workspace)
+            return await self.worker.run(claim, workspace=self.workspace, lock=self._locks(claim))
         try:
             return await handler(claim)
         except AgentManagerError as exc:
@@ -235,6 +238,23 @@ class EmbeddedRunner:
                 lost.set()
                 work.cancel()
                 return
+
+    def _locks(self, claim: ClaimPublic) -> StepLocks:
+        """The same locks an external worker's tools take: OS locks on the real files,
+        and for an undeclared path an ad-hoc lock from the manager first."""
+
+        async def request(path: str, mode: FileMode, wait: float) -> None:
+            await self.manager.acquire_lock(
+                task_id=claim.task_id,
+                step_id=claim.step.id,
+                claim_token=claim.claim_token,
+                path=path,
+                mode=mode,
+                wait=wait,
+            )
+
+        declared = {f.path: f.mode for f in claim.step.files}
+        return StepLocks(self.workspace, declared, request, wait=self.lock_wait)
 
     async def _hand_back(self, claim: ClaimPublic) -> None:
         """The server is stopping: make the step ready again now, not when its lease

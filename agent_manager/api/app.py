@@ -126,6 +126,7 @@ def build_runner(
         concurrency=settings.embedded_concurrency,
         workspace=settings.workspace,
         max_iterations=settings.agent_max_iterations,
+        lock_wait=settings.agent_lock_wait,
     )
 
 
