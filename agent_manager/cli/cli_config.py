@@ -11,7 +11,11 @@ Each of the two values is taken from the first place that has it:
    (``server_url``, the first if it lists several, and ``auth_token``);
 5. for the URL, ``http://127.0.0.1:8001``; for the token, none.
 
-Every value remembers where it came from, so that an error can say which one to fix.
+Two rules keep a token from going where it should not: a URL found in
+``./mcp_client_config.json`` (a file that may have come with a cloned repository) is
+used only with that file's own token, and ``AM_ADMIN_TOKEN`` only for a server on
+this machine. Every value remembers where it came from, so that an error can say
+which one to fix.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 DEFAULT_SERVER_URL = "http://127.0.0.1:8001"
 WORKER_CONFIG = Path("mcp_client_config.json")
@@ -95,14 +101,43 @@ def resolve(
     if url is None:
         url, url_source = DEFAULT_SERVER_URL, "the default"
     url = url.rstrip("/")
-    if not url.startswith(("http://", "https://")):
+    host = _host(url, url_source)
+    if token_source == "AM_ADMIN_TOKEN" and host not in LOOPBACK:
+        secret, token_source = None, None  # a local server's secret stays local
+    if url_source == str(worker_file) and token_source not in (None, str(worker_file)):
         raise CLIConfigError(
-            f"{url_source}: {url!r} is not an http:// or https:// URL — "
-            f"give the server's address, e.g. {DEFAULT_SERVER_URL}"
+            f"the server URL comes from {worker_file} but the token from {token_source}: "
+            "give --server (or AM_SERVER_URL) as well, so that a file in this directory "
+            "cannot send your token elsewhere"
         )
     return Connection(
         server_url=url, token=secret, url_source=url_source or "", token_source=token_source
     )
+
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _host(url: str, source: str | None) -> str:
+    """The URL's host, or a CLIConfigError saying what is wrong with it."""
+    problem = None
+    if not url.startswith(("http://", "https://")):
+        problem = "is not an http:// or https:// URL"
+    else:
+        try:
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, ValueError) as exc:
+            problem = f"is not a valid URL ({exc})"
+        else:
+            if not parsed.host:
+                problem = "has no host"
+            elif parsed.port is not None and not 0 < parsed.port < 65536:
+                problem = f"has a port out of range ({parsed.port})"
+    if problem is not None:
+        raise CLIConfigError(
+            f"{source}: {url!r} {problem} — give the server's address, e.g. {DEFAULT_SERVER_URL}"
+        )
+    return str(parsed.host)
 
 
 def _first(candidates: list[tuple[str | None, str]]) -> tuple[Any, Any]:

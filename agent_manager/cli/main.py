@@ -10,7 +10,9 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy.exc import DBAPIError
 
 from agent_manager import __version__
@@ -49,7 +51,7 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         for e in exc.errors():
             field = ".".join(str(p) for p in e["loc"])
-            err.print(f"[red]configuration error:[/] AM_{field.upper()}: {e['msg']}")
+            err.print(f"[red]configuration error:[/] AM_{field.upper()}: {escape(e['msg'])}")
         raise typer.Exit(2) from exc
 
 
@@ -63,7 +65,7 @@ def database_problem(exc: BaseException) -> str:
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/] {message}")
+    err.print(f"[red]error:[/] {escape(message)}")
     return typer.Exit(code)
 
 
@@ -212,9 +214,9 @@ def token_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
     for t in tokens:
         table.add_row(
             t.id,
-            t.name,
+            Text(t.name),  # a name is the user's text, not Rich markup
             ", ".join(t.scopes),
-            ", ".join(t.roles or []) or "any",
+            Text(", ".join(t.roles or []) or "any"),
             f"{t.created_at:%Y-%m-%d %H:%M}",
             f"{t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "",
         )

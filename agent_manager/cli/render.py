@@ -246,10 +246,10 @@ def task_details(task: TaskPublic, now: datetime | None = None) -> RenderableTyp
         else:
             shown = Text(clip(_short(output), 80), style="dim")
         steps.add_row(
-            step.id,
-            step.role,
+            Text(step.id),
+            Text(step.role),
             status_text(step.status),
-            step.agent_id or "",
+            Text(step.agent_id or ""),
             f"{step.attempt}/{step.max_attempts}",
             duration(elapsed) if elapsed is not None else "",
             shown,
@@ -302,7 +302,10 @@ def plan_table(task: TaskPublic) -> Table:
     for step in task.steps:
         if not is_system(step):
             table.add_row(
-                step.id, step.role, ", ".join(step.depends_on), clip(step.instruction, 90)
+                Text(step.id),
+                Text(step.role),
+                Text(", ".join(step.depends_on)),
+                Text(clip(step.instruction, 90)),
             )
     return table
 
@@ -326,7 +329,7 @@ def tasks_table(items: Iterable[TaskSummary]) -> Table:
             f"{t.steps_done}/{t.steps_total}",
             str(t.rework_round),
             f"{t.created_at.astimezone():%Y-%m-%d %H:%M:%S}",
-            clip(t.goal, 60),
+            Text(clip(t.goal, 60)),  # Text: a goal is not Rich markup
         )
     return table
 

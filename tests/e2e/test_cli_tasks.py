@@ -313,3 +313,35 @@ def test_server_and_token_from_files_flags_and_environment(
     refused(
         am("list", server=None, cwd=cwd, token=None, AM_CLI_CONFIG=str(cli)), 2, "not valid JSON"
     )
+
+
+def test_a_token_is_not_sent_to_a_server_named_by_a_file_in_this_directory(
+    server: ServerProcess, cwd: Path
+) -> None:
+    elsewhere = f"http://127.0.0.1:{free_port()}"
+    write(cwd / "mcp_client_config.json", json.dumps({"server_url": elsewhere, "auth_token": "x"}))
+    refused(am("list", server=None, cwd=cwd), 2, "mcp_client_config.json", "AM_TOKEN", "--server")
+    # Named explicitly, the server gets the token.
+    ok(am("list", server=server, cwd=cwd))
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://localhost:99999", "ftp://host"])
+def test_a_malformed_server_url_is_one_clear_line(cwd: Path, url: str) -> None:
+    refused(am("list", "--server", url, server=None, cwd=cwd), 2, repr(url))
+
+
+def test_text_from_the_server_is_shown_as_it_is_not_as_markup(
+    server: ServerProcess, cwd: Path
+) -> None:
+    goal = "Check [/etc/app] and [bold]this[/bold]"
+    plan = write(
+        cwd / "plan.json",
+        json.dumps({"steps": [{"id": "s", "role": "idle", "instruction": "read [/x] then [red]"}]}),
+    )
+    task_id = ok(am("submit", goal, "--plan", str(plan), "--json", server=server, cwd=cwd))
+    task_id = json.loads(task_id.stdout)["id"]
+    listed = ok(am("list", server=server, cwd=cwd)).stdout
+    assert "[/etc/app]" in listed and "[bold]this[/bold]" in listed
+    status = ok(am("status", task_id, server=server, cwd=cwd)).stdout
+    assert "Check [/etc/app]" in status
+    ok(am("cancel", task_id, server=server, cwd=cwd))

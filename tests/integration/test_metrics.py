@@ -11,7 +11,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import redis.asyncio as redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent_manager import metrics as metrics_module
@@ -308,20 +307,7 @@ async def test_readyz_gives_up_on_a_busy_database_and_recovers(
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-async def _redis_reachable() -> bool:
-    client = redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        await client.ping()
-    except Exception:
-        return False
-    finally:
-        await client.aclose()
-    return True
-
-
 async def test_readyz_checks_redis_when_one_is_configured(tmp_path: Path) -> None:
-    if not await _redis_reachable():
-        pytest.skip("no Redis on 127.0.0.1:6379")
     url = f"sqlite+aiosqlite:///{tmp_path / 'am.db'}"
     async with (
         running_server(url, tmp_path, redis_url=REDIS_URL) as server,
@@ -332,14 +318,16 @@ async def test_readyz_checks_redis_when_one_is_configured(tmp_path: Path) -> Non
     assert r.json() == {"status": "ok", "database": "sqlite", "redis": "ok"}
 
 
-async def test_readyz_answers_503_naming_redis_when_it_is_unreachable(tmp_path: Path) -> None:
+async def test_readyz_reports_an_unreachable_redis_but_stays_ready(tmp_path: Path) -> None:
+    """Redis is optional: without it replicas only hear each other later. Taking every
+    replica out of a load balancer for it would turn a slowdown into an outage."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'am.db'}"
     nowhere = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     async with running_server(url, tmp_path, redis_url=nowhere) as server:
         assert server.app.state.bus is not None
         async with server.client(token=None) as client:
             r = await client.get("/readyz")
-    assert r.status_code == 503
+    assert r.status_code == 200, r.text
     body: dict[str, Any] = r.json()
-    assert body["failed"] == ["redis"]
+    assert body["status"] == "degraded" and body["degraded"] == ["redis"]
     assert body["database"] == "sqlite" and "Error" in body["redis"]

@@ -36,7 +36,8 @@ async def healthz() -> dict[str, str]:
     },
 )
 async def readyz(request: Request, manager: ManagerDep) -> JSONResponse:
-    """The process can serve: the database answers, and Redis when one is configured."""
+    """The process can serve: the database answers (503 if not). Redis, when one is
+    configured, is checked and reported; without it the replica is 'degraded', not down."""
 
     async def database() -> str:
         # A table of ours, not just "SELECT 1": a SQLite file that went away, or a
@@ -56,12 +57,18 @@ async def readyz(request: Request, manager: ManagerDep) -> JSONResponse:
         checks["redis"] = redis
     outcomes = await asyncio.gather(*(_check(check) for check in checks.values()))
     body: dict[str, Any] = dict(zip(checks, (answer for _, answer in outcomes), strict=True))
-    failed = [name for name, (ok, _) in zip(checks, outcomes, strict=True) if not ok]
+    failing = [name for name, (ok, _) in zip(checks, outcomes, strict=True) if not ok]
+    # Redis only makes replicas hear each other sooner: without it this replica is
+    # slower to hand over work, not wrong, so it stays in the load balancer's rotation.
+    degraded = [name for name in failing if name == "redis"]
+    failed = [name for name in failing if name != "redis"]
     if manager.closing:  # let load balancers drain this replica while it stops
         failed.append("server")
         body["server"] = "shutting down"
     if failed:
         return JSONResponse({"status": "unavailable", "failed": failed, **body}, status_code=503)
+    if degraded:
+        return JSONResponse({"status": "degraded", "degraded": degraded, **body})
     return JSONResponse({"status": "ok", **body})
 
 
