@@ -99,9 +99,13 @@ class EmbeddedRunner:
             self.llm.model,
         )
 
-    async def stop(self) -> None:
-        """Stop claiming; a step still running is cancelled and handed back (ready again)."""
+    async def stop(self, grace: float = 2.0) -> None:
+        """Stop claiming; a step still running after ``grace`` seconds is cancelled and
+        handed back (ready again). Call ``manager.begin_shutdown()`` first, so idle
+        slots leave their long-polls at once instead of being cancelled mid-query."""
         self._stopping.set()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=grace)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -128,7 +132,10 @@ class EmbeddedRunner:
                 await asyncio.sleep(exponential_backoff(failures, base=0.5, maximum=15))
                 continue
             for claim in claims:
-                await self.run_step(claim)
+                if self._stopping.is_set() or self.manager.closing:
+                    await self._hand_back(claim)  # claimed just as the server stops
+                else:
+                    await self.run_step(claim)
 
     # -- one step -----------------------------------------------------------------
 

@@ -82,7 +82,7 @@ async def _bootstrap_admin_token(db: Database, settings: Settings) -> None:
 
 
 async def _reap_forever(manager: AgentManager, interval: float, metrics: Metrics) -> None:
-    while True:
+    while not manager.closing:
         try:
             while (expired := await manager.reap_expired_leases()) > 0:
                 metrics.lease_expiries.inc(expired)
@@ -90,6 +90,15 @@ async def _reap_forever(manager: AgentManager, interval: float, metrics: Metrics
         except Exception:  # the database may be down; try again next tick
             log.warning("lease reaper failed; retrying", exc_info=True)
         await asyncio.sleep(interval)
+
+
+async def stop_gently(task: asyncio.Task[None], timeout: float) -> None:
+    """Wait for a background loop that was asked to stop; cancel it if it will not."""
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def build_runner(
@@ -172,12 +181,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            # Loops end by themselves first; cancelling one in the middle of a database
+            # call would leave the call running past the engine's disposal.
+            manager.begin_shutdown()
             if runner is not None:
                 await runner.stop()
                 await runner.llm.aclose()
-            reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaper
+            await stop_gently(reaper, settings.reaper_interval + 5)
             if bus is not None:
                 await bus.stop()
             await db.dispose()

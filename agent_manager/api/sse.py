@@ -11,6 +11,8 @@ from agent_manager.schemas import EventPublic
 
 #: Sent first: how long a browser's EventSource waits before it reconnects.
 RETRY_MS = 1000
+#: Event ids are 64-bit integers in the database.
+MAX_EVENT_ID = 2**63 - 1
 
 
 def parse_last_event_id(value: str) -> int:
@@ -19,7 +21,7 @@ def parse_last_event_id(value: str) -> int:
         event_id = int(value.strip())
     except ValueError:
         event_id = -1
-    if event_id < 0:
+    if not 0 <= event_id <= MAX_EVENT_ID:
         raise InvalidRequest(
             f"Last-Event-ID must be an event id (a whole number >= 0), got {value!r}"
         )

@@ -14,18 +14,23 @@ SQLite has one writer at a time, so there its ids are already in commit order.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_manager.core import views
 from agent_manager.core.manager import AgentManager
 from agent_manager.db.tables import EventORM
+from agent_manager.errors import AgentManagerError
 from agent_manager.models import TaskStatus
 from agent_manager.schemas import EventPublic
+
+log = logging.getLogger(__name__)
 
 #: How long a reader waits for slow transactions before it sends what it has (a
 #: transaction open this long is not one of the server's own).
@@ -114,12 +119,14 @@ async def settled_list(
             return []
         _, xmax = (await session.execute(_SNAPSHOT)).one()
     deadline = time.monotonic() + MAX_SETTLE_SECONDS
+    pause = SETTLE_POLL_SECONDS
     while time.monotonic() < deadline:
         async with manager.db.sessions() as session:
             xmin, _ = (await session.execute(_SNAPSHOT)).one()
-            if xmin >= xmax:
-                break
-        await asyncio.sleep(SETTLE_POLL_SECONDS)
+        if xmin >= xmax:
+            break
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.1)
     async with manager.db.sessions() as session:
         events = await views.list_events(session, task_id=task_id, after=after, limit=limit)
     return [e for e in events if e.id <= newest]
@@ -143,19 +150,28 @@ async def follow(
     reader = EventReader(task_id=task_id, after=after, postgres=manager.db.is_postgres)
     signal = manager.task_signals.subscribe(task_id)
     quiet_since = time.monotonic()
+    settle_pause = SETTLE_POLL_SECONDS
     try:
         while not manager.closing:
             signal.clear()  # before reading: a commit from now on wakes the wait below
-            # Shielded: a client hanging up cancels this generator, and a cancelled
-            # read could lose its pooled connection (SQLite has only one).
-            final, events = await asyncio.shield(_read(manager, reader, task_id))
+            try:
+                # Shielded: a client hanging up cancels this generator, and a cancelled
+                # read could lose its pooled connection (SQLite has only one).
+                final, events = await asyncio.shield(_read(manager, reader, task_id))
+            except (SQLAlchemyError, OSError, AgentManagerError) as exc:
+                # The headers went out long ago: no error status can follow. End the
+                # stream; the client reconnects with Last-Event-ID and loses nothing.
+                log.warning("event stream of task %s ended: %s", task_id, exc)
+                return
             for event in events:
                 yield event
             if events:
                 quiet_since = time.monotonic()
+                settle_pause = SETTLE_POLL_SECONDS
                 continue  # read again: more may have come meanwhile
             if reader.settling:
-                await asyncio.sleep(SETTLE_POLL_SECONDS)
+                await asyncio.sleep(settle_pause)
+                settle_pause = min(settle_pause * 2, 0.1)  # a long transaction: look less often
                 continue
             if final:
                 return  # the status was read before the events: nothing can follow

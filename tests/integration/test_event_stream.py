@@ -122,7 +122,7 @@ async def test_after_query_resumes_like_last_event_id(server: LiveServer) -> Non
         assert ids == [e["id"] for e in stored[2:]]
 
 
-@pytest.mark.parametrize("value", ["abc", "-1", "1.5", ""])
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "", "99999999999999999999"])
 async def test_bad_last_event_id_is_refused(server: LiveServer, value: str) -> None:
     async with server.client() as client:
         task_id = await submit(client, flat_plan(1, **NO_FILLER))
@@ -230,3 +230,10 @@ async def test_hanging_up_mid_stream_leaves_the_server_serving(server: LiveServe
         await asyncio.wait_for(worker, 60)
         task = await asyncio.wait_for(get_task(client, task_id), 10)
     assert task["status"] == "completed"
+
+
+async def test_an_after_beyond_any_event_id_is_refused(server: LiveServer) -> None:
+    async with server.client() as client:
+        task_id = await submit(client, flat_plan(1, **NO_FILLER))
+        r = await client.get(f"/v1/tasks/{task_id}/events", params={"after": 10**20})
+    assert r.status_code == 422 and r.json()["code"] == "validation_error"

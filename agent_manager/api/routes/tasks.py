@@ -87,7 +87,7 @@ async def list_events(
     session: SessionDep,
     manager: ManagerDep,
     _: Reader,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=sse.MAX_EVENT_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     accept: Annotated[str, Header()] = "",
     last_event_id: Annotated[str | None, Header()] = None,
