@@ -129,6 +129,13 @@ class Settings(BaseSettings):
         configured = self.llm_model or self.llm_base_url or self.llm_api_key
         return "openai" if configured or os.environ.get("OPENAI_API_KEY") else "scripted"
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("AM_REDIS_URL must start with redis://, rediss:// or unix://")
+        return v
+
     @field_validator("database_url")
     @classmethod
     def _known_driver(cls, v: str) -> str:

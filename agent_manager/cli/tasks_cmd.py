@@ -188,7 +188,7 @@ def load_plan(path: Path) -> dict[str, Any]:
             f"not {type(data).__name__}",
             EXIT_USAGE,
         )
-    unknown = sorted(set(data) - {"goal", "steps", "options", "metadata"})
+    unknown = sorted(str(k) for k in set(data) - {"goal", "steps", "options", "metadata"})
     if unknown:
         raise Failure(
             f"{path}: unknown key(s) {', '.join(unknown)} — a plan has goal, steps, options",

@@ -35,6 +35,9 @@ CHANNEL = "agent_manager:notices"
 #: a message was lost (e.g. published while this replica was reconnecting).
 HEALTHY_RECHECK_SECONDS = 5.0
 RECONNECT_MAX_SECONDS = 5.0
+#: A publish that takes longer is given up (the re-checks cover it), so a hung
+#: connection cannot stall every later notice.
+PUBLISH_TIMEOUT_SECONDS = 2.0
 
 #: ``on_notice(roles, task_ids)``: a remote replica made steps of ``roles`` ready (role ->
 #: how many) and wrote events for ``task_ids``.
@@ -49,8 +52,14 @@ class RedisBus:
         self.channel = channel
         self.replica_id = uuid.uuid4().hex[:12]
         self._recheck = recheck
+        # TCP keepalive and the periodic health-check PING let a connection whose peer
+        # vanished without a word be noticed and replaced.
         self._client: redis.Redis = redis.from_url(
-            url, socket_connect_timeout=2, socket_timeout=None, health_check_interval=10
+            url,
+            socket_connect_timeout=2,
+            socket_timeout=None,
+            socket_keepalive=True,
+            health_check_interval=10,
         )
         self._roles: Counter[str] = Counter()
         self._tasks: set[str] = set()
@@ -68,11 +77,14 @@ class RedisBus:
         ]
 
     async def stop(self) -> None:
+        """Stop listening and publishing; what is still queued goes out (briefly) last."""
         for task in self._tasks_running:
             task.cancel()
         for task in self._tasks_running:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._roles or self._tasks:  # e.g. the steps this replica just handed back
+            await self._send(self._take(), timeout=1.0)
         await self._client.aclose()
 
     async def ping(self) -> None:
@@ -104,14 +116,22 @@ class RedisBus:
         while True:
             await self._pending.wait()
             self._pending.clear()
-            message = {"from": self.replica_id, "roles": dict(self._roles), "tasks": [*self._tasks]}
-            self._roles.clear()
-            self._tasks.clear()
-            try:
+            await self._send(self._take(), timeout=PUBLISH_TIMEOUT_SECONDS)
+
+    def _take(self) -> dict[str, Any]:
+        """Everything queued, as one message; the queue starts afresh."""
+        message = {"from": self.replica_id, "roles": dict(self._roles), "tasks": [*self._tasks]}
+        self._roles.clear()
+        self._tasks.clear()
+        return message
+
+    async def _send(self, message: dict[str, Any], *, timeout: float) -> None:
+        try:
+            async with asyncio.timeout(timeout):
                 await self._client.publish(self.channel, json.dumps(message))
-            except (RedisError, OSError) as exc:
-                # Dropped: the other replicas' re-checks find the work anyway.
-                self._warn(f"cannot publish to Redis ({exc}); replicas fall back to re-checks")
+        except (RedisError, OSError, TimeoutError) as exc:
+            # Dropped: the other replicas' re-checks find the work anyway.
+            self._warn(f"cannot publish to Redis ({exc}); replicas fall back to re-checks")
 
     # -- receiving ----------------------------------------------------------------
 

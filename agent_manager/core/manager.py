@@ -492,7 +492,8 @@ class AgentManager(FileLocking):
             done = await pg_hot.report_successes(conn, reports=reports, now=self.clock())
         by_token = {r.claim_token: r for r in reports}
         self.events_committed(by_token[token].task_id for token in done.acks)
-        woken = list(done.ready_roles)
+        self.wake(done.ready_roles)  # committed already, whatever the phase change does
+        woken: list[str] = []
         for task_id in done.finished_tasks:
             woken += await self.finish_phase(task_id=task_id)
         self.wake(woken)

@@ -260,6 +260,7 @@ def test_bad_plan_files_are_refused_before_anything_is_sent(
         "broken.json": ('{"steps": [', "not valid JSON"),
         "broken.yaml": ("steps:\n  - id: [\n", "not valid YAML"),
         "no-role.yaml": ("steps:\n  - id: x\n", "steps[0].role"),
+        "odd-keys.yaml": ("steps: []\n1: one\non: yes\n", "unknown key(s)"),
         "cycle.json": (
             '{"steps": [{"id": "x", "role": "a", "depends_on": ["y"]},'
             ' {"id": "y", "role": "a", "depends_on": ["x"]}]}',

@@ -115,3 +115,15 @@ async def test_healthy_bus_rechecks_rarely(
     a, *_ = two_buses
     assert a.recheck_interval >= 5.0
     await a.ping()
+
+
+async def test_what_is_queued_at_stop_still_goes_out(channel: str) -> None:
+    a, _ = await started(channel)
+    b, inbox_b = await started(channel)
+    try:
+        a._pending.set = lambda: None  # type: ignore[method-assign] # keep it queued
+        a.publish(roles={"writer": 1}, tasks=["handed-back"])
+        await a.stop()
+        assert await inbox_b.next() == ({"writer": 1}, ["handed-back"])
+    finally:
+        await b.stop()
