@@ -34,6 +34,9 @@ from agent_manager.llm.base import Message as ChatMessage
 from agent_manager.models import StepStatus, TaskStatus, Usage
 
 log = logging.getLogger(__name__)
+
+#: The role label of empty claims for roles no step has.
+OTHER_ROLE = "other"
 R = TypeVar("R")
 
 #: A scrape gives the database this long to count the steps.
@@ -51,6 +54,7 @@ class Metrics:
     """The server's metrics, in a registry of their own."""
 
     def __init__(self) -> None:
+        self.known_roles: set[str] = set()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         Gauge("am_build_info", "The server's version.", ["version"], registry=r).labels(
@@ -143,10 +147,13 @@ class Metrics:
         """A claim asked for ``roles`` and got steps of roles ``claimed`` (maybe none)."""
         if claimed:
             for role in claimed:
+                self.known_roles.add(role)
                 self.claims.labels(role, "claimed").inc()
         else:
             for role in roles:
-                self.claims.labels(role, "empty").inc()
+                # A worker may ask for any role name; only roles that steps have get a
+                # series of their own, so made-up names cannot grow the registry.
+                self.claims.labels(role if role in self.known_roles else OTHER_ROLE, "empty").inc()
         self.claim_wait.labels("claimed" if claimed else "empty").observe(waited)
 
     def observe_result(self, status: str, outcome: str) -> None:
@@ -198,6 +205,7 @@ class Metrics:
         self.steps.clear()
         # Every status of every role present, zeros included, so a series drops to 0
         # instead of vanishing when its last step moves on.
+        self.known_roles.update(role for _, role in counts)
         for role in sorted({role for _, role in counts}):
             for status in StepStatus:
                 self.steps.labels(status.value, role).set(counts.get((status.value, role), 0))
