@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, text
@@ -142,17 +142,29 @@ async def _read(
 
 
 async def follow(
-    manager: AgentManager, *, task_id: str, after: int, keepalive: float = 15.0
+    manager: AgentManager,
+    *,
+    task_id: str,
+    after: int,
+    keepalive: float = 15.0,
+    still_allowed: Callable[[], Awaitable[bool]] | None = None,
+    allowed_every: float = 5.0,
 ) -> AsyncIterator[EventPublic | None]:
     """Yield the task's events after ``after``, in order, as they commit; ``None`` when
     nothing happened for ``keepalive`` seconds. Ends once the task is final and all
-    its events are out, or when the server shuts down."""
+    its events are out, when the server shuts down, or when ``still_allowed`` (asked
+    every ``allowed_every`` seconds) says the reader's token was revoked."""
     reader = EventReader(task_id=task_id, after=after, postgres=manager.db.is_postgres)
     signal = manager.task_signals.subscribe(task_id)
     quiet_since = time.monotonic()
     settle_pause = SETTLE_POLL_SECONDS
+    allowed_at = time.monotonic()
     try:
         while not manager.closing:
+            if still_allowed is not None and time.monotonic() - allowed_at >= allowed_every:
+                if not await still_allowed():
+                    return
+                allowed_at = time.monotonic()
             signal.clear()  # before reading: a commit from now on wakes the wait below
             try:
                 # Shielded: a client hanging up cancels this generator, and a cancelled

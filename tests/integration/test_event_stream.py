@@ -237,3 +237,23 @@ async def test_an_after_beyond_any_event_id_is_refused(server: LiveServer) -> No
         task_id = await submit(client, flat_plan(1, **NO_FILLER))
         r = await client.get(f"/v1/tasks/{task_id}/events", params={"after": 10**20})
     assert r.status_code == 422 and r.json()["code"] == "validation_error"
+
+
+async def test_a_revoked_token_ends_its_stream(server: LiveServer) -> None:
+    """A stream outlives the check at its start; revoking the token still ends it."""
+    from agent_manager.core import auth
+
+    async with server.manager.db.transaction() as session:
+        info, secret = await auth.create_token(session, name="viewer", scopes=["read"])
+    async with server.client() as admin, server.client(token=secret) as viewer:
+        task_id = await submit(admin, flat_plan(1, **NO_FILLER))  # nobody works on it
+        streamed = asyncio.create_task(read_stream(viewer, task_id))
+        await asyncio.sleep(0.3)
+        async with server.manager.db.transaction() as session:
+            await auth.revoke_token(session, token_id=info.id)
+        # The stream ends (its token is checked every few seconds, through a cache
+        # of a few seconds), although the task is still running.
+        await asyncio.wait_for(streamed, 30)
+        r = await viewer.get(f"/v1/tasks/{task_id}/events", headers=SSE)
+        assert r.status_code == 401
+        assert (await get_task(admin, task_id))["status"] == "running"

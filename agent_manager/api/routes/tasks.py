@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from sqlalchemy.exc import SQLAlchemyError
 
 from agent_manager.api import sse
 from agent_manager.api.deps import ManagerDep, Reader, SessionDep, Submitter
 from agent_manager.core import event_stream, views
+from agent_manager.errors import AgentManagerError, Forbidden, Unauthorized
 from agent_manager.models import TaskStatus
 from agent_manager.schemas import (
     AgentPublic,
@@ -84,6 +86,7 @@ async def list_agents(session: SessionDep, _: Reader) -> list[AgentPublic]:
 )
 async def list_events(
     task_id: str,
+    request: Request,
     session: SessionDep,
     manager: ManagerDep,
     _: Reader,
@@ -100,4 +103,19 @@ async def list_events(
         return await event_stream.settled_list(manager, task_id=task_id, after=after, limit=limit)
     if last_event_id is not None:
         after = sse.parse_last_event_id(last_event_id)
-    return sse.response(event_stream.follow(manager, task_id=task_id, after=after))
+    secret = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+
+    async def still_allowed() -> bool:
+        """A stream may outlive its token: a revoked one ends it within seconds."""
+        try:
+            principal = await request.app.state.tokens.verify(manager.db.sessions, secret)
+            principal.require("read")
+        except (Unauthorized, Forbidden):
+            return False
+        except (AgentManagerError, SQLAlchemyError, OSError):
+            return True  # the database is away: the stream's own reads deal with that
+        return True
+
+    return sse.response(
+        event_stream.follow(manager, task_id=task_id, after=after, still_allowed=still_allowed)
+    )
