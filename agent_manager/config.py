@@ -56,12 +56,13 @@ class Settings(BaseSettings):
         min_length=1,
         description="the pub/sub channel of this deployment's replicas",
     )
-    recheck_interval: float = Field(
-        default=0.5,
+    recheck_interval: float | None = Field(
+        default=None,
         gt=0,
         le=10,
         description="how often a waiting long-poll or event stream looks at the database "
-        "for work another replica made ready",
+        "for work another replica made ready; default 0.5 s on PostgreSQL, 2 s on SQLite "
+        "(where a second server process is rare and every look takes the write lock)",
     )
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     shutdown_grace: float = Field(
@@ -149,6 +150,12 @@ class Settings(BaseSettings):
                 "AM_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
             )
         return v
+
+    @property
+    def recheck_seconds(self) -> float:
+        if self.recheck_interval is not None:
+            return self.recheck_interval
+        return 2.0 if self.is_sqlite else 0.5
 
     @property
     def is_sqlite(self) -> bool:

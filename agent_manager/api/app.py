@@ -151,7 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             RedisBus(
                 settings.redis_url,
                 channel=settings.redis_channel,
-                recheck=settings.recheck_interval,
+                recheck=settings.recheck_seconds,
             )
             if settings.redis_url
             else None
@@ -159,7 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         manager = AgentManager(
             db,
             bus=bus,
-            recheck_interval=settings.recheck_interval,
+            recheck_interval=settings.recheck_seconds,
             lease_seconds=settings.lease_seconds,
             retry_policy=RetryPolicy(
                 base=settings.retry_base_seconds, maximum=settings.retry_max_seconds
