@@ -254,8 +254,10 @@ def demo(
     """
     llm_env, model = llm_environment(os.environ)
     keep = sys.stdout.isatty() if keep is None else keep
-    # SIGTERM (e.g. from a supervisor) takes the same way out as Ctrl-C: the cleanup.
+    # SIGTERM (e.g. from a supervisor) and SIGHUP (the terminal closed) take the same
+    # way out as Ctrl-C: the cleanup.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous_hup = signal.signal(signal.SIGHUP, _raise_interrupt)
     run: Demo | None = None
     code, finished = 0, False
     try:
@@ -286,6 +288,7 @@ def demo(
             run.stop()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGHUP, previous_hup)
     raise typer.Exit(code)
 
 

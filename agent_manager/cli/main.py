@@ -209,8 +209,10 @@ def token_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
             )
         )
         return
-    table = Table("name", "scopes", "roles", "created", "revoked")
+    table = Table()
     table.add_column("id", no_wrap=True)
+    for column in ("name", "scopes", "roles", "created", "revoked"):
+        table.add_column(column)
     for t in tokens:
         table.add_row(
             t.id,

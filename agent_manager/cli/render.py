@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.json import JSON
 from rich.markdown import Markdown
@@ -313,24 +314,30 @@ def plan_table(task: TaskPublic) -> Table:
 # -- lists and events -----------------------------------------------------------------
 
 
-def tasks_table(items: Iterable[TaskSummary]) -> Table:
-    table = Table()
-    table.add_column("id", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("steps", justify="right", no_wrap=True)
-    table.add_column("round", justify="right", no_wrap=True)
-    table.add_column("created", no_wrap=True)
-    # The goal takes what is left of the width, and wraps rather than squeezing the rest.
-    table.add_column("goal", ratio=1, overflow="fold", min_width=20)
+def tasks_table(items: Iterable[TaskSummary], width: int = 120) -> Table:
+    """One line per task. Ids are shown whole (to be copied) and the goal takes what is
+    left; below ``width`` 100 the creation time gives way, so 80 columns stay readable."""
+    wide = width >= 100
+    # Rich shrinks every column when a long goal would overflow; giving the goal only
+    # the width the others leave keeps ids, statuses and counts whole.
+    fixed = 36 + 10 + 6 + (17 if wide else 0) + 2
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
+    table.add_column("id", no_wrap=True, min_width=36)
+    table.add_column("status", no_wrap=True, min_width=9)
+    table.add_column("steps", justify="right", no_wrap=True, min_width=5)
+    if wide:
+        table.add_column("created", no_wrap=True, min_width=16)
+    table.add_column("goal", overflow="ellipsis", no_wrap=True, max_width=max(10, width - fixed))
     for t in items:
-        table.add_row(
+        cells: list[RenderableType] = [
             t.id,
             status_text(t.status),
             f"{t.steps_done}/{t.steps_total}",
-            str(t.rework_round),
-            f"{t.created_at.astimezone():%Y-%m-%d %H:%M:%S}",
-            Text(clip(t.goal, 60)),  # Text: a goal is not Rich markup
-        )
+        ]
+        if wide:
+            cells.append(f"{t.created_at.astimezone():%Y-%m-%d %H:%M}")
+        cells.append(Text(t.goal))  # Text: a goal is not Rich markup
+        table.add_row(*cells)
     return table
 
 

@@ -259,9 +259,10 @@ def submit(
             if as_json:
                 print_json(created.model_dump(mode="json"))
             else:
+                # stdout holds the id alone, for ID=$(am submit …); the words go to stderr.
                 again = "" if created.created else " (already submitted with this key)"
-                out.print(f"submitted task [bold]{created.id}[/] ({created.status}){again}")
-                err.print(f"follow it with: am watch {created.id}", style="dim")
+                err.print(f"submitted task ({created.status}){again}; follow it with: am watch ID")
+                out.print(created.id, highlight=False)
             return 0
         if not as_json:
             err.print(f"submitted task {created.id}", style="dim")
@@ -329,7 +330,7 @@ def list_tasks(
         if not page.items:
             out.print("no tasks" + (f" with status {', '.join(status)}" if status else ""))
             return 0
-        out.print(render.tasks_table(page.items))
+        out.print(render.tasks_table(page.items, out.width))
         if page.next_cursor:
             err.print(f"more: am list --cursor {page.next_cursor}", style="dim")
         return 0

@@ -50,6 +50,12 @@ async def test_token_lifecycle_from_the_command_line(db_url: str, tmp_path: Path
     listed = json.loads(am("token", "list", "--json", db_url=db_url, cwd=tmp_path).stdout)
     assert token["id"] in [t["id"] for t in listed]
     assert all("token" not in t for t in listed)  # secrets are never listed
+    table = am("token", "list", db_url=db_url, cwd=tmp_path, COLUMNS="200").stdout
+    header = next(line for line in table.splitlines() if "scopes" in line)
+    row = next(line for line in table.splitlines() if token["id"] in line)
+    # Each value sits under its own header: the id first, then the name.
+    assert header.index("id") < header.index("name") < header.index("scopes")
+    assert abs(row.index(token["id"]) - header.index("id")) <= 2
 
     with ServerProcess(db_url, tmp_path) as server:
         async with server.client() as admin:

@@ -339,8 +339,9 @@ def test_text_from_the_server_is_shown_as_it_is_not_as_markup(
         cwd / "plan.json",
         json.dumps({"steps": [{"id": "s", "role": "idle", "instruction": "read [/x] then [red]"}]}),
     )
-    task_id = ok(am("submit", goal, "--plan", str(plan), "--json", server=server, cwd=cwd))
-    task_id = json.loads(task_id.stdout)["id"]
+    # Without --json, stdout is the id alone: ID=$(am submit …) works.
+    task_id = ok(am("submit", goal, "--plan", str(plan), server=server, cwd=cwd)).stdout.strip()
+    assert len(task_id.split()) == 1
     listed = ok(am("list", server=server, cwd=cwd)).stdout
     assert "[/etc/app]" in listed and "[bold]this[/bold]" in listed
     status = ok(am("status", task_id, server=server, cwd=cwd)).stdout
