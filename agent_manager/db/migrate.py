@@ -8,10 +8,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: The advisory lock that serializes migrations (any constant; "am-migrate" in hex).
+LOCK_KEY = 0x616D2D6D696772
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -37,6 +40,10 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
     async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Replicas starting together (AM_AUTO_MIGRATE) take turns: the first one
+            # migrates, the others then find the schema at head and do nothing.
+            await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
         await connection.run_sync(_upgrade)
 
 

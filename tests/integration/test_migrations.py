@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import warnings
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
@@ -59,3 +61,16 @@ async def test_empty_database_upgrades_to_head_and_matches_the_models(db_url: st
             } <= await connection.run_sync(tables)
     finally:
         await db.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_replicas_migrating_at_once_take_turns(db_url: str) -> None:
+    """Several servers with AM_AUTO_MIGRATE start together on an empty database."""
+    replicas = [Database.from_url(db_url) for _ in range(3)]
+    try:
+        await asyncio.gather(*(migrate.upgrade(r.engine) for r in replicas))
+        assert await migrate.current_revision(replicas[0].engine) == migrate.head_revision()
+    finally:
+        for replica in replicas:
+            await replica.dispose()
