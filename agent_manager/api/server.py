@@ -13,6 +13,7 @@ import contextlib
 import contextvars
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +23,7 @@ import uvicorn
 from agent_manager.api.app import bootstrap_admin_token, create_app, prepare_database
 from agent_manager.config import Settings
 from agent_manager.db.engine import Database
+from agent_manager.errors import AgentManagerError
 
 log = logging.getLogger("agent_manager.server")
 
@@ -72,8 +74,25 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def _check_port(host: str, port: int) -> None:
+    """Fail now, with one line, if the address is taken (uvicorn would fail only after
+    the app has started, the embedded agents included)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise AgentManagerError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+                "choose another with --port / AM_PORT (or --host / AM_HOST)"
+            ) from None
+
+
 async def _preflight(settings: Settings) -> None:
-    """Check the database before uvicorn starts, so a problem is one clear line."""
+    """Check the address and the database before uvicorn starts, so a problem is one
+    clear line."""
+    _check_port(settings.host, settings.port)
     db = Database.from_url(settings.database_url)
     try:
         await prepare_database(db, settings)

@@ -93,7 +93,7 @@ class AgentManager(FileLocking):
         self.retry_policy = retry_policy or RetryPolicy(base=1.0, maximum=60.0)
         self.workspace = workspace
         self.clock = clock
-        self._agents_seen: dict[str, float] = {}
+        self._agents_seen: dict[str, tuple[float, tuple[str, ...] | None]] = {}
         self.closing = False
 
     # -- submitting -------------------------------------------------------------
@@ -208,7 +208,7 @@ class AgentManager(FileLocking):
     ) -> tuple[list[ClaimPublic], bool]:
         """The claims, and whether a ready step was held back because of its locks."""
         now = self.clock()
-        if self._agent_due(agent_id, now):
+        if self._agent_due(agent_id, now, tuple(sorted(roles))):
             async with self.db.transaction() as session:
                 await queries.touch_agent(
                     session, agent_id=agent_id, roles=sorted(roles), token_id=token_id, now=now
@@ -359,13 +359,18 @@ class AgentManager(FileLocking):
         finally:
             waiter.close()
 
-    def _agent_due(self, agent_id: str, now: datetime) -> bool:
-        """One agent-table write per worker every few seconds, not one per claim."""
-        if now.timestamp() - self._agents_seen.get(agent_id, 0.0) < 5.0:
+    def _agent_due(
+        self, agent_id: str, now: datetime, roles: tuple[str, ...] | None = None
+    ) -> bool:
+        """One agent-table write per worker every few seconds, not one per claim — but
+        at once when a claim asks for other roles than the last one written."""
+        seen_at, seen_roles = self._agents_seen.get(agent_id, (0.0, None))
+        changed = roles is not None and seen_roles is not None and roles != seen_roles
+        if now.timestamp() - seen_at < 5.0 and not changed:
             return False
         if len(self._agents_seen) > 10_000:  # many short-lived worker ids: start over
             self._agents_seen.clear()
-        self._agents_seen[agent_id] = now.timestamp()
+        self._agents_seen[agent_id] = (now.timestamp(), roles or seen_roles)
         return True
 
     # -- heartbeats and results -------------------------------------------------

@@ -120,3 +120,18 @@ def test_serve_on_an_old_postgres_schema_says_what_to_run(tmp_path: Path) -> Non
         raise
     assert result.returncode != 0
     assert "am db upgrade" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_on_a_port_in_use_says_so_before_starting_anything(tmp_path: Path) -> None:
+    import socket
+
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'am.db'}"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = am("serve", "--port", str(port), db_url=db_url, cwd=tmp_path)
+    assert result.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "AM_PORT" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "am.db").exists()  # nothing was started or created

@@ -25,3 +25,15 @@ async def test_agents_are_listed_with_their_current_steps(server: LiveServer) ->
         assert (await worker.get("/v1/agents")).status_code == 403  # read scope needed
     async with server.client(None) as anonymous:
         assert (await anonymous.get("/v1/agents")).status_code == 401
+
+
+async def test_a_worker_asking_for_other_roles_is_shown_with_them_at_once(
+    server: LiveServer,
+) -> None:
+    async with server.client() as client:
+        await submit(client, flat_plan(2, ["analyst", "writer"]))
+        assert await claim(client, ["analyst"], agent="w1")
+        assert await claim(client, ["writer"], agent="w1")  # within the same few seconds
+        agents = {x["id"]: x for x in (await client.get("/v1/agents")).json()}
+        assert agents["w1"]["roles"] == ["writer"]
+        assert len(agents["w1"]["current_steps"]) == 2
