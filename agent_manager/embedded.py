@@ -32,7 +32,7 @@ from agent_manager.core.manager import AgentManager
 from agent_manager.errors import AgentManagerError
 from agent_manager.llm import LLMClient
 from agent_manager.logs import bind_context
-from agent_manager.models import AuditReport, FileMode, Usage
+from agent_manager.models import AuditReport, Usage
 from agent_manager.retry import exponential_backoff
 from agent_manager.schemas import ClaimPublic, ResultCreate
 
@@ -250,18 +250,9 @@ class EmbeddedRunner:
         """The same locks an external worker's tools take: OS locks on the real files,
         and for an undeclared path an ad-hoc lock from the manager first."""
 
-        async def request(path: str, mode: FileMode, wait: float) -> None:
-            await self.manager.acquire_lock(
-                task_id=claim.task_id,
-                step_id=claim.step.id,
-                claim_token=claim.claim_token,
-                path=path,
-                mode=mode,
-                wait=wait,
-            )
-
-        declared = {f.path: f.mode for f in claim.step.files}
-        return StepLocks(self.workspace, declared, request, wait=self.lock_wait)
+        return StepLocks.for_claim(
+            claim, self.workspace, self.manager.acquire_lock, wait=self.lock_wait
+        )
 
     async def _hand_back(self, claim: ClaimPublic) -> None:
         """The server is stopping: make the step ready again now, not when its lease

@@ -24,6 +24,7 @@ import portalocker
 
 from agent_manager.agents.tools import ToolError
 from agent_manager.models import FileMode
+from agent_manager.schemas import ClaimPublic
 
 #: ``request(path, mode, wait)`` asks the server for an ad-hoc lock; raises on conflict.
 LockRequest = Callable[[str, FileMode, float], Awaitable[Any]]
@@ -50,6 +51,33 @@ class StepLocks:
         self.held: dict[str, FileMode] = dict(declared)
         self.request = request
         self.wait = wait
+
+    @classmethod
+    def for_claim(
+        cls,
+        claim: ClaimPublic,
+        workspace: Path,
+        lock: Callable[..., Awaitable[Any]] | None,
+        *,
+        wait: float = 10.0,
+    ) -> StepLocks:
+        """The locks of one claimed step: its declared files, and ``lock`` (the HTTP
+        client's ``lock`` or the manager's ``acquire_lock``) for the rest."""
+        request: LockRequest | None = None
+        if lock is not None:
+
+            async def request(path: str, mode: FileMode, wait: float) -> None:
+                await lock(
+                    task_id=claim.task_id,
+                    step_id=claim.step.id,
+                    claim_token=claim.claim_token,
+                    path=path,
+                    mode=mode,
+                    wait=wait,
+                )
+
+        declared = {f.path: f.mode for f in claim.step.files}
+        return cls(workspace, declared, request, wait=wait)
 
     @asynccontextmanager
     async def __call__(self, path: str, mode: FileMode) -> AsyncIterator[None]:

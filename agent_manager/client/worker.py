@@ -54,7 +54,6 @@ from agent_manager.client.errors import (
 from agent_manager.client.http import AgentManagerClient
 from agent_manager.client.locking import StepLocks
 from agent_manager.logs import bind_context
-from agent_manager.models import FileMode
 from agent_manager.retry import RetryPolicy
 from agent_manager.schemas import ClaimPublic, ResultAck, ResultCreate
 
@@ -527,21 +526,9 @@ def agent_handler(
     """
 
     async def run_agent(claim: ClaimPublic) -> StepOutcome:
-        request = None
-        if client is not None:
-
-            async def request(path: str, mode: FileMode, wait: float) -> None:
-                await client.lock(
-                    task_id=claim.task_id,
-                    step_id=claim.step.id,
-                    claim_token=claim.claim_token,
-                    path=path,
-                    mode=mode,
-                    wait=wait,
-                )
-
-        declared = {f.path: f.mode for f in claim.step.files}
-        locks = StepLocks(workspace, declared, request, wait=lock_wait)
+        locks = StepLocks.for_claim(
+            claim, workspace, client.lock if client is not None else None, wait=lock_wait
+        )
         return await agent.run(claim, workspace=workspace, lock=locks)
 
     return run_agent

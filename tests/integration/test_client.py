@@ -27,6 +27,7 @@ from agent_manager.client import (
     WaitTimeout,
     Worker,
     WorkerConfig,
+    WorkerStats,
     run_worker,
 )
 from agent_manager.client.worker import SHUTTING_DOWN
@@ -295,9 +296,10 @@ async def test_four_steps_run_at_once_with_concurrency_four(
     assert max(b for b, _ in spans.values()) < min(e for _, e in spans.values())  # overlap
 
 
-async def test_stop_waits_for_the_grace_period_then_hands_the_step_back(
+async def stop_a_worker_mid_step(
     client: AgentManagerClient, tmp_path: Path
-) -> None:
+) -> tuple[TaskPublic, WorkerStats]:
+    """A worker whose step never ends is stopped; its grace period is short."""
     task = await client.submit("g", steps=[{"id": "a", "role": "analyst"}])
     worker = make_worker(client, tmp_path, burst=False, grace_seconds=0.3)
     started = asyncio.Event()
@@ -312,41 +314,32 @@ async def test_stop_waits_for_the_grace_period_then_hands_the_step_back(
     await asyncio.wait_for(started.wait(), 10)
     worker.stop()
     await asyncio.wait_for(running, 10)
-    done = await client.get(task.id, history=True)
+    return await client.get(task.id, history=True), worker.stats
+
+
+async def test_stop_waits_for_the_grace_period_then_hands_the_step_back(
+    client: AgentManagerClient, tmp_path: Path
+) -> None:
+    done, stats = await stop_a_worker_mid_step(client, tmp_path)
     assert step(done, "a").attempts == []  # nothing reported: the attempt is not spent
     assert (step(done, "a").status, step(done, "a").attempt) == ("ready", 1)
-    assert (worker.stats.released, worker.stats.failed) == (1, 0)
-    events = [e.type for e in await client.events(task.id) if e.step_id == "a"]
+    assert (stats.released, stats.failed) == (1, 0)
+    events = [e.type for e in await client.events(done.id) if e.step_id == "a"]
     assert events[-2:] == ["step.claimed", "step.released"]
 
 
 async def test_a_step_that_cannot_be_handed_back_is_reported_as_a_retry(
     client: AgentManagerClient, tmp_path: Path
 ) -> None:
-    task = await client.submit("g", steps=[{"id": "a", "role": "analyst"}])
-    worker = make_worker(client, tmp_path, burst=False, grace_seconds=0.3)
-    started = asyncio.Event()
-
     async def refuse(**_: Any) -> bool:
         raise ServerUnavailable("the server is going away")
 
     client.release = refuse  # type: ignore[method-assign]
-
-    @worker.role("analyst")
-    async def stuck(claim: ClaimPublic) -> str:
-        started.set()
-        await asyncio.Event().wait()
-        return "never"
-
-    running = asyncio.create_task(worker.run())
-    await asyncio.wait_for(started.wait(), 10)
-    worker.stop()
-    await asyncio.wait_for(running, 10)
-    done = await client.get(task.id, history=True)
+    done, stats = await stop_a_worker_mid_step(client, tmp_path)
     [only] = step(done, "a").attempts
     assert only.status == "failure" and only.retryable and only.error == SHUTTING_DOWN
     assert step(done, "a").status == "ready"
-    assert (worker.stats.released, worker.stats.failed) == (0, 1)
+    assert (stats.released, stats.failed) == (0, 1)
 
 
 async def test_run_worker_serves_roles_with_the_built_in_agent(
