@@ -38,7 +38,7 @@ async def test_sigterm_ends_long_polls_finishes_requests_and_exits_0(
     db_url: str, tmp_path: Path
 ) -> None:
     server = ServerProcess(
-        db_url, tmp_path, AM_LOG_FORMAT="json", AM_LOG_LEVEL="info", AM_SHUTDOWN_GRACE="20"
+        db_url, tmp_path, AM_LOG_FORMAT="json", AM_LOG_LEVEL="debug", AM_SHUTDOWN_GRACE="20"
     ).start()
     try:
         async with server.client() as client, server.client() as poller, server.client() as slow:

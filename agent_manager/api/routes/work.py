@@ -94,8 +94,9 @@ async def _claim_for(
     metrics.observe_claim(roles, [c.step.role for c in claims], time.monotonic() - started)
     if len(claims) == 1:  # the rest of this request (its access line too) names the step
         set_context(task_id=claims[0].task_id, step_id=claims[0].step.id)
+    # Debug: the access line already names the step; at info every step would log twice.
     for c in claims:
-        log.info(
+        log.debug(
             "claimed: role %s, attempt %d",
             c.step.role,
             c.step.attempt,
@@ -277,8 +278,8 @@ def _reported(
         log.info("result not accepted: %s", answer.message, extra=ids)
         return
     metrics.observe_result(report.status, answer.outcome)
-    if report.status == "success":
-        log.info("result: success (attempt %d)", answer.attempt, extra=ids)
+    if report.status == "success":  # debug, as the claim: the access line says enough
+        log.debug("result: success (attempt %d)", answer.attempt, extra=ids)
     else:
         log.log(
             logging.WARNING if answer.outcome == "failed" else logging.INFO,
